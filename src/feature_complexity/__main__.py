@@ -1,0 +1,5 @@
+import sys
+
+from feature_complexity.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Figures (functions returning matplotlib Figures) and the self-contained HTML report."""
