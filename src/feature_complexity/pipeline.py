@@ -1,0 +1,385 @@
+"""Run orchestration: model + images -> activations -> features -> scores -> run folder.
+
+Each stage writes its output atomically in the run folder and records its wall time in
+``manifest.json``; a rerun of the same command skips the stages whose output exists, so an
+interrupted run resumes without losing finished work. A run folder made with a different
+configuration is refused rather than silently mixed.
+
+The scoring itself (:func:`score_features`) takes arrays and returns arrays, so the training
+dynamics analysis reuses it on every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from .io import package_versions, read_json, save_figure, save_npy, save_npz, write_json, write_parquet
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from torch.utils.data import Dataset
+
+    from .activations import Activations
+    from .complexity import ComplexityResult
+    from .features import Dictionary
+    from .models.spec import ModelSpec
+
+__all__ = ["RunConfig", "Scores", "RunResult", "score_features", "run_analysis", "features_frame"]
+
+
+@dataclass
+class RunConfig:
+    """Every choice of a run (the defaults follow ``paper-method.md`` section 9).
+
+    Attributes:
+        dictionary: ``"per_class"`` (paper, CRAFT: NMF per class, stacked) or ``"global"``.
+        n_atoms_per_class: atoms per class for the per-class dictionary (paper: 10).
+        n_atoms: atoms of the global dictionary.
+        class_source: which images stand for a class: ``"label"``, ``"prediction"``, or
+            ``"auto"`` (the label where known, else the prediction).
+        n_folds: folds of the held-out V-information estimate.
+        alphas: relative ridge penalties searched by cross-validation (``None``: the engine's grid).
+        seed: one seed for NMF, folds and anything random.
+        batch_size, device, num_workers: the forward pass and the batched NNLS.
+        capture_branches: record skip/main branches for the flow analysis (when the model
+            describes them).
+        nnls_max_iter, nnls_tol: the batched NNLS solver.
+    """
+
+    dictionary: str = "per_class"
+    n_atoms_per_class: int = 10
+    n_atoms: int | None = None
+    class_source: str = "auto"
+    n_folds: int = 5
+    alphas: tuple[float, ...] | None = None
+    seed: int = 0
+    batch_size: int = 256
+    device: str = "cpu"
+    num_workers: int = 0
+    capture_branches: bool = True
+    nnls_max_iter: int = 1000
+    nnls_tol: float = 1e-6
+
+    def scoring_key(self) -> dict[str, Any]:
+        """The settings that change the numbers (a resumed run must match them)."""
+        keys = ("dictionary", "n_atoms_per_class", "n_atoms", "class_source", "n_folds", "alphas",
+                "seed", "nnls_max_iter", "nnls_tol")
+        out = {k: getattr(self, k) for k in keys}
+        out["alphas"] = list(out["alphas"]) if out["alphas"] is not None else None
+        return out
+
+
+@dataclass
+class Scores:
+    """Everything :func:`score_features` computes for one set of activations."""
+
+    dictionary: "Dictionary"
+    codes: np.ndarray  # Z (n_images, k)
+    complexity: "ComplexityResult"
+    importance: np.ndarray  # Γ (k,)
+    fidelity: dict[str, Any]
+    image_class: np.ndarray  # (n_images,)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    scores: Scores
+    features: "pd.DataFrame"
+    manifest: dict[str, Any]
+
+
+def _head(spec: "ModelSpec") -> Callable:
+    return spec.get(spec.head)
+
+
+class _Timer:
+    def __init__(self, timings: dict[str, float], name: str):
+        self.timings, self.name = timings, name
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.timings[self.name] = round(time.perf_counter() - self.start, 3)
+
+
+def fit_features(A: np.ndarray, image_class: np.ndarray, n_classes: int, config: RunConfig,
+                 *, progress: bool = True) -> "Dictionary":
+    """The dictionary stage: per-class (or global) NMF on the penultimate activations."""
+    from .features import fit_dictionary
+
+    return fit_dictionary(
+        np.asarray(A), image_class, method=config.dictionary,
+        n_atoms_per_class=config.n_atoms_per_class, n_atoms=config.n_atoms,
+        n_classes=n_classes, seed=config.seed, progress=progress,
+    )
+
+
+def encode_features(A: np.ndarray, D: np.ndarray, config: RunConfig) -> np.ndarray:
+    """The codes stage: batched NNLS of every penultimate vector against the whole ``D``."""
+    from .features import encode
+
+    return encode(np.asarray(A), D, device=config.device, batch_size=4096,
+                  max_iter=config.nnls_max_iter, tol=config.nnls_tol)
+
+
+def score_features(
+    activations: "Activations",
+    spec: "ModelSpec",
+    config: RunConfig,
+    *,
+    progress: bool = True,
+) -> Scores:
+    """Dictionary, codes, fidelity, complexity and importance for one set of activations.
+
+    Args:
+        activations: one pass over the probe images (see :mod:`feature_complexity.activations`).
+        spec: the model; its head is used for fidelity and importance.
+        config: the run's choices.
+
+    Returns:
+        :class:`Scores`; ``timings`` holds seconds per stage.
+    """
+    from .complexity import complexity
+    from .features import fidelity
+    from .importance import importance
+
+    timings: dict[str, float] = {}
+    image_class = activations.image_classes(config.class_source)
+    A = np.asarray(activations.penultimate)
+    with _Timer(timings, "dictionary"):
+        dictionary = fit_features(A, image_class, spec.num_classes, config, progress=progress)
+    with _Timer(timings, "codes"):
+        Z = encode_features(A, dictionary.D, config)
+    head = _head(spec)
+    with _Timer(timings, "fidelity"):
+        fid = fidelity(A, Z, dictionary.D, head, labels=np.asarray(activations.labels))
+    with _Timer(timings, "complexity"):
+        kwargs = {} if config.alphas is None else {"alphas": config.alphas}
+        result = complexity(activations.layers, Z, n_folds=config.n_folds, seed=config.seed,
+                            device=config.device, **kwargs)
+    with _Timer(timings, "importance"):
+        gamma = importance(Z, dictionary.D, head, feature_class=dictionary.feature_class,
+                           image_class=image_class, device=config.device)
+    return Scores(dictionary, Z, result, gamma, fid, image_class, timings)
+
+
+def features_frame(scores: Scores, class_names: list[str] | None = None) -> "pd.DataFrame":
+    """One row per feature: feature, class, class_name, complexity, importance, abs_importance,
+    inhibitor, mean_code, iv_<layer>…"""
+    import pandas as pd
+
+    res = scores.complexity
+    fc = np.asarray(scores.dictionary.feature_class)
+    frame = pd.DataFrame({
+        "feature": np.arange(len(res.score)),
+        "class": fc,
+        "class_name": [class_names[c] if class_names is not None and 0 <= c < len(class_names)
+                       else str(c) for c in fc],
+        "complexity": res.score,
+        "importance": scores.importance,
+        "abs_importance": np.abs(scores.importance),
+        "inhibitor": scores.importance < 0,
+        "mean_code": np.asarray(scores.codes).mean(axis=0),
+    })
+    for name, row in zip(res.layer_names, res.per_layer):
+        frame[f"iv_{name}"] = row
+    return frame
+
+
+def _write_figures(out: Path, scores: Scores) -> None:
+    from .report import figures
+
+    res = scores.complexity
+    save_figure(out / "figures" / "complexity_hist.png", figures.complexity_histogram(res.score))
+    save_figure(out / "figures" / "decodability.png",
+                figures.decodability_curves(res.per_layer, res.score, res.layer_names))
+    save_figure(out / "figures" / "complexity_importance.png",
+                figures.complexity_vs_importance(res.score, scores.importance))
+
+
+def _check_manifest(out: Path, config: RunConfig, model_info: dict, data_info: dict) -> dict:
+    path = out / "manifest.json"
+    if not path.exists():
+        return {}
+    old = read_json(path)
+    new_key = config.scoring_key()
+    diffs = [k for k in new_key if old.get("config", {}).get(k) != new_key[k]]
+    if old.get("model", {}).get("name") != model_info.get("name"):
+        diffs.append("model")
+    if old.get("data", {}).get("n_images") not in (None, data_info.get("n_images")):
+        diffs.append("data")
+    if diffs:
+        raise ValueError(
+            f"run folder {out} was made with a different configuration (differs in: "
+            f"{', '.join(diffs)}); choose another --out, or delete the folder to start over"
+        )
+    return old
+
+
+def run_analysis(
+    spec: "ModelSpec",
+    dataset: "Dataset",
+    out_dir: str | Path,
+    config: RunConfig | None = None,
+    *,
+    model_info: dict[str, Any] | None = None,
+    data_info: dict[str, Any] | None = None,
+    flow: bool = True,
+    report: bool = True,
+    progress: bool = True,
+) -> RunResult:
+    """Analyse ``spec`` on ``dataset`` and write the run folder ``out_dir``.
+
+    Stages (each skipped when its output exists from an earlier, identical run): activations,
+    dictionary, codes, fidelity, complexity, importance, the feature table, figures, then the
+    residual-flow analysis (when the model describes its branches) and the HTML report.
+
+    Args:
+        spec: the model description.
+        dataset: ``(image, label)`` pairs, preprocessed for the model.
+        out_dir: the run folder (created).
+        config: the run's choices; defaults follow the paper.
+        model_info, data_info: how to rebuild the model and data (recorded in the manifest,
+            used by ``feature-complexity report`` to render image evidence).
+        flow, report: run these stages too.
+    """
+    from .activations import Activations, extract_activations
+    from .complexity import ComplexityResult
+    from .features import Dictionary
+
+    config = config or RunConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model_info = {"name": spec.name, **(model_info or {})}
+    data_info = {"n_images": len(dataset), **(data_info or {})}  # type: ignore[arg-type]
+    previous = _check_manifest(out, config, model_info, data_info)
+    timings: dict[str, float] = dict(previous.get("timings", {}))
+    manifest: dict[str, Any] = {
+        "tool": "feature-complexity",
+        "config": {**dataclasses.asdict(config), **config.scoring_key()},
+        "model": {**model_info, **spec.describe()},
+        "data": data_info,
+        "versions": package_versions(),
+        "timings": timings,
+        "stages": dict(previous.get("stages", {})),
+        "started": previous.get("started", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
+    }
+
+    def stage_done(name: str, seconds: float | None = None) -> None:
+        if seconds is not None:
+            timings[name] = round(seconds, 3)
+        manifest["stages"][name] = "done"
+        write_json(out / "manifest.json", manifest)
+
+    write_json(out / "manifest.json", manifest)
+    capture_branches = config.capture_branches and bool(spec.branches)
+
+    # --- activations (one streaming pass; resumable at batch granularity)
+    t0 = time.perf_counter()
+    if manifest["stages"].get("activations") == "done":
+        acts = Activations.load(out / "activations")
+    else:
+        acts = extract_activations(spec, dataset, batch_size=config.batch_size, device=config.device,
+                                   num_workers=config.num_workers, capture_branches=capture_branches,
+                                   store=out / "activations", progress=progress)
+        stage_done("activations", time.perf_counter() - t0)
+    manifest["data"]["n_images"] = acts.n_images
+
+    image_class = acts.image_classes(config.class_source)
+    A = np.asarray(acts.penultimate)
+    head = _head(spec)
+
+    # --- dictionary
+    dict_path = out / "dictionary.npz"
+    if manifest["stages"].get("dictionary") == "done" and dict_path.exists():
+        dictionary = Dictionary.load(dict_path)
+    else:
+        t0 = time.perf_counter()
+        dictionary = fit_features(A, image_class, spec.num_classes, config, progress=progress)
+        dictionary.save(dict_path)
+        stage_done("dictionary", time.perf_counter() - t0)
+
+    # --- codes
+    codes_path = out / "codes.npy"
+    if manifest["stages"].get("codes") == "done" and codes_path.exists():
+        Z = np.load(codes_path)
+    else:
+        t0 = time.perf_counter()
+        Z = encode_features(A, dictionary.D, config)
+        save_npy(codes_path, Z.astype(np.float32))
+        stage_done("codes", time.perf_counter() - t0)
+
+    # --- fidelity
+    from .features import fidelity
+
+    t0 = time.perf_counter()
+    fid = fidelity(A, Z, dictionary.D, head, labels=np.asarray(acts.labels))
+    write_json(out / "fidelity.json", fid)
+    stage_done("fidelity", time.perf_counter() - t0)
+
+    # --- complexity
+    cx_path = out / "complexity.npz"
+    if manifest["stages"].get("complexity") == "done" and cx_path.exists():
+        with np.load(cx_path) as f:
+            result = ComplexityResult(score=f["score"], per_layer=f["per_layer"],
+                                      layer_names=[str(s) for s in f["layer_names"]], alpha=f["alpha"],
+                                      n_images=int(f["n_images"]), n_folds=int(f["n_folds"]))
+    else:
+        from .complexity import complexity
+
+        t0 = time.perf_counter()
+        kwargs = {} if config.alphas is None else {"alphas": config.alphas}
+        result = complexity(acts.layers, Z, n_folds=config.n_folds, seed=config.seed,
+                            device=config.device, **kwargs)
+        save_npz(cx_path, score=result.score, per_layer=result.per_layer,
+                 layer_names=np.array(result.layer_names), alpha=result.alpha,
+                 n_images=result.n_images, n_folds=result.n_folds)
+        stage_done("complexity", time.perf_counter() - t0)
+
+    # --- importance
+    from .importance import importance
+
+    t0 = time.perf_counter()
+    gamma = importance(Z, dictionary.D, head, feature_class=dictionary.feature_class,
+                       image_class=image_class, device=config.device)
+    save_npy(out / "importance.npy", gamma)
+    stage_done("importance", time.perf_counter() - t0)
+
+    scores = Scores(dictionary, Z, result, gamma, fid, image_class)
+    frame = features_frame(scores, spec.class_names)
+    write_parquet(out / "features.parquet", frame)
+    t0 = time.perf_counter()
+    _write_figures(out, scores)
+    stage_done("figures", time.perf_counter() - t0)
+
+    if flow and capture_branches:
+        try:
+            from .analyses.flow import run_flow
+        except ImportError:  # flow analysis not installed in this build
+            run_flow = None
+        if run_flow is not None:
+            t0 = time.perf_counter()
+            run_flow(out)
+            stage_done("flow", time.perf_counter() - t0)
+
+    manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    write_json(out / "manifest.json", manifest)
+    if report:
+        try:
+            from .report.html import build_report
+        except ImportError:
+            build_report = None
+        if build_report is not None:
+            t0 = time.perf_counter()
+            build_report(out, spec=spec, dataset=dataset, device=config.device)
+            stage_done("report", time.perf_counter() - t0)
+    return RunResult(out, scores, frame, manifest)
