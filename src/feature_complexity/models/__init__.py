@@ -1,5 +1,28 @@
-"""Model descriptions (:class:`ModelSpec`) and the built-in model families."""
+"""Model descriptions (:class:`ModelSpec`) and the built-in model families.
+
+``build_model``, ``known_models``, ``spec_from_module``, ``load_checkpoint`` and
+``read_state_dict`` come from :mod:`.registry`, resolved on first access so that importing this
+package does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from .spec import IMAGENET_MEAN, IMAGENET_STD, BlockBranches, ModelSpec
 
-__all__ = ["BlockBranches", "ModelSpec", "IMAGENET_MEAN", "IMAGENET_STD"]
+_REGISTRY = ("build_model", "known_models", "spec_from_module", "load_checkpoint", "read_state_dict")
+
+__all__ = ["BlockBranches", "ModelSpec", "IMAGENET_MEAN", "IMAGENET_STD", *_REGISTRY]
+
+if TYPE_CHECKING:
+    from .registry import build_model, known_models, load_checkpoint, read_state_dict, spec_from_module
+
+
+def __getattr__(name: str) -> Any:
+    if name in _REGISTRY:
+        value = getattr(importlib.import_module(f"{__name__}.registry"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module '{__name__}' has no attribute '{name}'")

@@ -72,6 +72,9 @@ class ModelSpec:
         branches: per probe layer, where to read its skip and main branches (residual flow).
             Empty when the model does not support branch capture.
         class_names: optional human-readable class names, index = class id.
+        build_args: the keyword arguments that rebuild this model with
+            ``build_model(spec.name, **spec.build_args)`` (JSON-able; empty for custom models).
+            Pass ``checkpoint=...`` on top to rebuild it around another checkpoint.
     """
 
     name: str
@@ -86,6 +89,7 @@ class ModelSpec:
     spatial_layer: str | None = None
     branches: dict[str, BlockBranches] = field(default_factory=dict)
     class_names: list[str] | None = None
+    build_args: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
