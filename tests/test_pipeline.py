@@ -1,0 +1,81 @@
+"""The run orchestration: every stage's output, resume without recomputation, config guard."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from feature_complexity.pipeline import RunConfig, run_analysis, score_features
+
+
+def _config(**kw) -> RunConfig:
+    return RunConfig(n_atoms_per_class=3, n_folds=3, batch_size=16, **kw)
+
+
+def test_run_folder_has_every_output(tiny_spec, tiny_images, tmp_path):
+    out = tmp_path / "run"
+    result = run_analysis(tiny_spec, tiny_images, out, _config(), flow=False, report=False, progress=False)
+    for name in ("manifest.json", "dictionary.npz", "codes.npy", "fidelity.json", "complexity.npz",
+                 "features.parquet", "figures/complexity_hist.png", "figures/decodability.png",
+                 "figures/complexity_importance.png", "activations/progress.json"):
+        assert (out / name).exists(), name
+    frame = pd.read_parquet(out / "features.parquet")
+    assert len(frame) == 4 * 3
+    for col in ("feature", "class", "complexity", "importance", "iv_layer1.0", "iv_layer1.1"):
+        assert col in frame.columns
+    assert frame["complexity"].between(0, 1).all()
+    np.testing.assert_array_equal(frame["class"], np.repeat(np.arange(4), 3))
+    # K is 1 - the mean of the stored per-layer I_V
+    iv = frame[["iv_layer1.0", "iv_layer1.1"]].to_numpy()
+    np.testing.assert_allclose(frame["complexity"], 1 - iv.mean(axis=1), atol=1e-12)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["seed"] == 0 and "torch" in manifest["versions"]
+    assert manifest["data"]["n_images"] == len(tiny_images)
+    for stage in ("activations", "dictionary", "codes", "complexity", "importance"):
+        assert stage in manifest["timings"]
+    assert result.scores.codes.shape == (len(tiny_images), 12)
+
+
+def test_same_seed_same_numbers_and_resume_skips_work(tiny_spec, tiny_images, tmp_path, monkeypatch):
+    a = run_analysis(tiny_spec, tiny_images, tmp_path / "a", _config(), flow=False, report=False, progress=False)
+    # a second run in the same folder must not redo the finished stages
+    import feature_complexity.pipeline as pipeline
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a finished stage was recomputed")
+
+    monkeypatch.setattr(pipeline, "fit_features", fail)
+    monkeypatch.setattr(pipeline, "encode_features", fail)
+    b = run_analysis(tiny_spec, tiny_images, tmp_path / "a", _config(), flow=False, report=False, progress=False)
+    np.testing.assert_array_equal(a.features["complexity"], b.features["complexity"])
+    monkeypatch.undo()
+    c = run_analysis(tiny_spec, tiny_images, tmp_path / "c", _config(), flow=False, report=False, progress=False)
+    np.testing.assert_array_equal(a.features["complexity"], c.features["complexity"])
+    np.testing.assert_array_equal(a.features["importance"], c.features["importance"])
+
+
+def test_changed_config_is_refused(tiny_spec, tiny_images, tmp_path):
+    run_analysis(tiny_spec, tiny_images, tmp_path / "r", _config(), flow=False, report=False, progress=False)
+    with pytest.raises(ValueError, match="different configuration.*seed"):
+        run_analysis(tiny_spec, tiny_images, tmp_path / "r", _config(seed=1), flow=False, report=False,
+                     progress=False)
+
+
+def test_score_features_matches_run(tiny_spec, tiny_images, tmp_path):
+    from feature_complexity.activations import extract_activations
+
+    acts = extract_activations(tiny_spec, tiny_images, progress=False)
+    scores = score_features(acts, tiny_spec, _config(), progress=False)
+    run = run_analysis(tiny_spec, tiny_images, tmp_path / "r", _config(), flow=False, report=False, progress=False)
+    np.testing.assert_allclose(scores.complexity.score, run.features["complexity"], atol=1e-6)
+    np.testing.assert_allclose(scores.importance, run.features["importance"], rtol=1e-4, atol=1e-7)
+    assert set(scores.timings) == {"dictionary", "codes", "fidelity", "complexity", "importance"}
+
+
+def test_class_with_too_few_images_is_a_clear_error(tiny_spec, tiny_images, tmp_path):
+    with pytest.raises(ValueError, match="class"):
+        run_analysis(tiny_spec, tiny_images, tmp_path / "r", RunConfig(n_atoms_per_class=40, n_folds=3),
+                     flow=False, report=False, progress=False)
