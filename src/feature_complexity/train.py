@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from .io import atomic_path, package_versions, write_json
+
 if TYPE_CHECKING:  # torch is imported lazily so that `import feature_complexity` stays light
     import torch
     from torch.utils.data import Dataset
@@ -222,44 +224,11 @@ def _augment(x: "torch.Tensor", seed: int, step: int) -> "torch.Tensor":
 
 
 # ---------------------------------------------------------------------------------- I/O helpers
-def _versions() -> dict[str, str]:
-    """Versions of the packages that determine the numbers."""
-    import platform
-
-    out = {"python": platform.python_version()}
-    for name in ("feature_complexity", "numpy", "torch", "torchvision", "scipy", "sklearn", "pandas"):
-        try:
-            module = __import__(name)
-            out[name] = str(getattr(module, "__version__", "?"))
-        except ImportError:
-            pass
-    return out
-
-
-def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
-    os.replace(tmp, path)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
-
-
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     import torch
 
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _torch_load(path: Path) -> Any:
@@ -349,7 +318,7 @@ def train(
         "build_args": build_args,
         "model": spec.describe(),
         "config": run_config,
-        "versions": _versions(),
+        "versions": package_versions(),
         "n_train": n,
         "n_eval": None if eval_set is None else len(eval_set),
         "steps_per_epoch": steps_per_epoch,
@@ -406,7 +375,7 @@ def train(
         )
         meta["checkpoints"].append({"file": f"checkpoints/{path.name}", "step": step,
                                     "epoch": step / steps_per_epoch, **metrics})
-        _atomic_json(train_json, meta)
+        write_json(train_json, meta)
         return path
 
     def evaluate() -> float | None:
@@ -471,7 +440,7 @@ def train(
     finally:
         bar.close()
     meta["finished"] = True
-    _atomic_json(train_json, meta)
+    write_json(train_json, meta)
     return [ckpt_dir / Path(c["file"]).name for c in meta["checkpoints"]]
 
 
@@ -581,29 +550,16 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_weights(spec: "ModelSpec", path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint's weights into ``spec.module`` (strict); return the checkpoint dict.
+    """Load a checkpoint's weights into ``spec.module`` (strictly); return the checkpoint dict.
 
-    Raises ``ValueError`` listing missing and unexpected keys when the checkpoint does not
-    match the architecture.
+    Raises ``ValueError`` naming missing, unexpected and mis-shaped keys (and the built-in model
+    the checkpoint matches, if any) when it does not fit the architecture.
     """
+    from .models.registry import load_checkpoint
+
     ckpt = read_checkpoint(path)
-    missing, unexpected = _key_mismatch(spec.module.state_dict(), ckpt["state_dict"])
-    if missing or unexpected:
-        raise ValueError(
-            f"checkpoint '{path}' does not match model '{spec.name}': "
-            f"missing keys {missing[:5]}{'…' if len(missing) > 5 else ''}, "
-            f"unexpected keys {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}; "
-            f"build the model the checkpoint was trained with"
-        )
-    try:
-        spec.module.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as err:  # shape mismatch
-        raise ValueError(f"checkpoint '{path}' does not match model '{spec.name}': {err}") from err
+    load_checkpoint(spec.module, ckpt["state_dict"], model_name=spec.name, source=str(path))
     return ckpt
-
-
-def _key_mismatch(expected: dict, given: dict) -> tuple[list[str], list[str]]:
-    return sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
 
 
 def _number_in_name(path: Path) -> float | None:
