@@ -1,0 +1,377 @@
+"""Tests for ``feature_complexity.features``: NMF dictionary, NNLS codes, fidelity.
+
+References: ``scipy.optimize.nnls`` image by image, ``sklearn.decomposition.NMF`` fitted by hand,
+and planted cases whose answer is known (``A = Z_true D`` exactly).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import nnls as scipy_nnls
+
+from feature_complexity.features import (
+    Dictionary,
+    encode,
+    fidelity,
+    fit_dictionary,
+    nnls_objective,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _scipy_codes(A: np.ndarray, D: np.ndarray) -> np.ndarray:
+    """Reference codes: one ``scipy.optimize.nnls`` per image, ``(n_images, k)``."""
+    return np.stack([scipy_nnls(D.T, a, maxiter=50 * D.shape[0])[0] for a in A])
+
+
+def _random_problem(
+    seed: int, n: int, k: int, d: int, *, noise_images: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    D = rng.random((k, d))
+    # Dense A with some negative-leaning rows so that many codes hit the bound z = 0.
+    A = rng.random((n, d)) * 2 - (0.3 if noise_images else 0.0)
+    return A, D
+
+
+def _class_data(seed: int, n_per_class: int, n_classes: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Non-negative activations with a class-specific mean, and their classes."""
+    rng = np.random.default_rng(seed)
+    means = rng.random((n_classes, d)) * 2
+    classes = np.repeat(np.arange(n_classes), n_per_class)
+    A = rng.random((classes.size, d)) * means[classes]
+    perm = rng.permutation(classes.size)  # interleave classes: the split must not rely on order
+    return A[perm], classes[perm]
+
+
+# --------------------------------------------------------------------------------------------
+# encode (NNLS) against SciPy
+
+
+@pytest.mark.parametrize(
+    "seed, n, k, d",
+    [
+        (0, 40, 12, 30),  # undercomplete, Gram route
+        (1, 40, 30, 30),  # square
+        (2, 30, 70, 20),  # overcomplete with k > 2d: factored (Z D) Dᵀ route
+    ],
+)
+def test_encode_matches_scipy_float64(seed: int, n: int, k: int, d: int) -> None:
+    A, D = _random_problem(seed, n, k, d)
+    Z_ref = _scipy_codes(A, D)
+    Z = encode(A, D, dtype=torch.float64, max_iter=5000)
+    assert Z.shape == (n, k) and Z.dtype == np.float64
+    assert (Z >= 0).all()
+    obj, obj_ref = nnls_objective(A, Z, D), nnls_objective(A, Z_ref, D)
+    # never meaningfully worse than SciPy's exact active-set solution
+    assert np.all(obj <= obj_ref * (1 + 1e-6) + 1e-12)
+    if k <= d:  # full column rank: the minimiser is unique, so the codes themselves must agree
+        np.testing.assert_allclose(Z, Z_ref, atol=1e-4)
+
+
+def test_encode_without_refinement_still_meets_tolerance() -> None:
+    A, D = _random_problem(3, 40, 15, 30)
+    Z_ref = _scipy_codes(A, D)
+    Z, info = encode(A, D, dtype=torch.float64, refine=False, max_iter=5000, return_info=True)
+    assert info["max_relative_kkt"] <= 1e-6
+    obj, obj_ref = nnls_objective(A, Z, D), nnls_objective(A, Z_ref, D)
+    np.testing.assert_allclose(obj, obj_ref, rtol=1e-6)
+    np.testing.assert_allclose(Z, Z_ref, atol=1e-3)
+
+
+def test_encode_float32_default_close_to_scipy() -> None:
+    A, D = _random_problem(4, 50, 20, 40)
+    Z_ref = _scipy_codes(A, D)
+    Z = encode(A, D)
+    assert Z.dtype == np.float32
+    np.testing.assert_allclose(nnls_objective(A, Z, D), nnls_objective(A, Z_ref, D), rtol=1e-4)
+    np.testing.assert_allclose(Z, Z_ref, atol=1e-3)
+
+
+def test_encode_planted_sparse_codes_are_recovered() -> None:
+    rng = np.random.default_rng(5)
+    k, d, n = 20, 40, 60
+    D = rng.random((k, d))
+    Z_true = rng.random((n, k)) * (rng.random((n, k)) < 0.25)  # sparse, non-negative
+    A = Z_true @ D
+    Z = encode(A, D, dtype=torch.float64, max_iter=5000)
+    np.testing.assert_allclose(Z, Z_true, atol=1e-6)
+    assert nnls_objective(A, Z, D).max() < 1e-10
+
+
+def test_encode_planted_recovered_overcomplete_dictionary_with_disjoint_supports() -> None:
+    # k > d but atoms are indicator blocks: every image is a unique sum of atoms with disjoint
+    # supports plus duplicated atoms, so the residual is exactly zero at the answer.
+    d = 12
+    D = np.zeros((24, d))
+    for i in range(12):
+        D[i, i] = 1.0
+        D[12 + i, i] = 2.0  # a scaled copy: the code may split mass, the fit stays exact
+    rng = np.random.default_rng(6)
+    A = rng.random((10, d))
+    Z = encode(A, D, dtype=torch.float64, max_iter=2000)
+    assert nnls_objective(A, Z, D).max() < 1e-12
+    np.testing.assert_allclose(Z[:, :12] + 2 * Z[:, 12:], A, atol=1e-8)
+
+
+def test_encode_batches_and_torch_input_give_the_same_codes() -> None:
+    A, D = _random_problem(7, 37, 10, 16)
+    Z_one = encode(A, D, dtype=torch.float64)
+    Z_many = encode(torch.as_tensor(A), torch.as_tensor(D), dtype=torch.float64, batch_size=5)
+    assert isinstance(Z_many, np.ndarray)
+    np.testing.assert_allclose(Z_many, Z_one, atol=1e-10)
+
+
+def test_encode_zero_and_negative_images_get_zero_codes() -> None:
+    rng = np.random.default_rng(8)
+    D = rng.random((6, 10))
+    A = np.vstack([np.zeros(10), -rng.random(10), rng.random(10)])
+    Z = encode(A, D, dtype=torch.float64)
+    # b = A Dᵀ <= 0 for the first two rows: z = 0 satisfies the KKT conditions exactly
+    np.testing.assert_array_equal(Z[:2], 0.0)
+    assert Z[2].sum() > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_encode_on_cuda_matches_cpu() -> None:
+    A, D = _random_problem(9, 64, 20, 40)
+    Z_cpu = encode(A, D, dtype=torch.float64)
+    Z_gpu = encode(A, D, dtype=torch.float64, device="cuda")
+    np.testing.assert_allclose(Z_gpu, Z_cpu, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "A, D, match",
+    [
+        (np.ones((3, 4)), -np.ones((2, 4)), "negative entries"),
+        (np.ones((3, 4)), np.ones((2, 5)), "pass D, not D.T"),
+        (np.full((3, 4), np.nan), np.ones((2, 4)), "A contains 12 non-finite"),
+        (np.ones((3, 4)), np.array([[1.0, np.inf, 1, 1], [1, 1, 1, 1]]), "D contains 1 non-finite"),
+        (np.ones(4), np.ones((2, 4)), "A must be a 2-D array"),
+        (np.ones((3, 4)), np.ones((0, 4)), "no atoms"),
+    ],
+)
+def test_encode_bad_input(A: np.ndarray, D: np.ndarray, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        encode(A, D)
+
+
+def test_encode_bad_options() -> None:
+    A, D = np.ones((2, 3)), np.ones((2, 3))
+    with pytest.raises(ValueError, match="dtype"):
+        encode(A, D, dtype=torch.float16)
+    with pytest.raises(ValueError, match="batch_size"):
+        encode(A, D, batch_size=0)
+    with pytest.raises(ValueError, match="tol"):
+        encode(A, D, tol=0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# fit_dictionary
+
+
+def test_per_class_dictionary_layout_and_non_negativity() -> None:
+    A, classes = _class_data(0, 25, 3, 12)
+    dic = fit_dictionary(A, classes, n_atoms_per_class=4, progress=False)
+    assert dic.D.shape == (12, 12)
+    assert dic.n_atoms == 12
+    assert (dic.D >= 0).all()
+    np.testing.assert_array_equal(dic.feature_class, np.repeat([0, 1, 2], 4))
+    assert dic.method == "per_class" and dic.n_atoms_per_class == 4
+    assert 0 < dic.reconstruction_error < 1
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.filterwarnings("ignore:NMF did not converge")
+def test_per_class_dictionary_equals_sklearn_nmf_by_hand() -> None:
+    # max_iter is kept small on purpose: the same truncated run must give the same atoms.
+    from sklearn.decomposition import NMF
+
+    A, classes = _class_data(1, 20, 3, 10)
+    dic = fit_dictionary(A, classes, n_atoms_per_class=3, seed=7, max_iter=300, progress=False)
+    sq_err = 0.0
+    for c in range(3):
+        nmf = NMF(n_components=3, init="nndsvda", random_state=7, max_iter=300)
+        nmf.fit(A[classes == c])
+        np.testing.assert_allclose(dic.D[3 * c : 3 * c + 3], nmf.components_, rtol=1e-6)
+        sq_err += nmf.reconstruction_err_**2
+    assert dic.reconstruction_error == pytest.approx(
+        np.sqrt(sq_err) / np.linalg.norm(A), rel=1e-9
+    )
+
+
+def test_dictionary_is_deterministic_for_a_seed() -> None:
+    A, classes = _class_data(2, 15, 2, 8)
+    d1 = fit_dictionary(A, classes, n_atoms_per_class=3, seed=3, progress=False)
+    d2 = fit_dictionary(A, classes, n_atoms_per_class=3, seed=3, progress=False)
+    np.testing.assert_array_equal(d1.D, d2.D)
+
+
+def test_global_dictionary_equals_sklearn_nmf() -> None:
+    from sklearn.decomposition import NMF
+
+    A, _ = _class_data(3, 20, 2, 10)
+    dic = fit_dictionary(A, None, method="global", n_atoms=5, seed=1, progress=False)
+    assert dic.D.shape == (5, 10) and dic.method == "global"
+    np.testing.assert_array_equal(dic.feature_class, -1)
+    assert dic.n_atoms_per_class is None
+    nmf = NMF(n_components=5, init="nndsvda", random_state=1, max_iter=500).fit(A)
+    np.testing.assert_allclose(dic.D, nmf.components_, rtol=1e-6)
+
+
+def test_global_overcomplete_dictionary_uses_random_init_and_is_seeded() -> None:
+    A, _ = _class_data(4, 10, 2, 6)  # 20 images, d = 6, k = 8 > min(n, d)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence and zero-atom warnings are not the point
+        d1 = fit_dictionary(A, None, method="global", n_atoms=8, seed=0, max_iter=50)
+        d2 = fit_dictionary(A, None, method="global", n_atoms=8, seed=0, max_iter=50)
+        d3 = fit_dictionary(A, None, method="global", n_atoms=8, seed=1, max_iter=50)
+    assert d1.D.shape == (8, 6) and (d1.D >= 0).all()
+    np.testing.assert_array_equal(d1.D, d2.D)
+    assert not np.allclose(d1.D, d3.D)
+
+
+def test_planted_nmf_recovers_a_rank_r_class() -> None:
+    # Each class is exactly a non-negative mix of r atoms: NMF must reconstruct it (nearly) exactly.
+    rng = np.random.default_rng(5)
+    W_true = rng.random((2, 3, 9)) * (rng.random((2, 3, 9)) < 0.5)
+    classes = np.repeat([0, 1], 40)
+    U = rng.random((80, 3))
+    A = np.einsum("nr,nrd->nd", U, W_true[classes])
+    dic = fit_dictionary(A, classes, n_atoms_per_class=3, max_iter=2000, progress=False)
+    assert dic.reconstruction_error < 1e-3
+
+
+def test_tiny_negative_activations_are_clipped() -> None:
+    A, classes = _class_data(6, 10, 2, 5)
+    A[0, 0] = -5e-7
+    dic = fit_dictionary(A, classes, n_atoms_per_class=2, progress=False)
+    assert (dic.D >= 0).all()
+
+
+def test_degenerate_zero_atoms_warn_and_keep_shape() -> None:
+    rng = np.random.default_rng(0)
+    A = np.zeros((30, 6))
+    A[:, 0] = rng.random(30) + 0.5  # rank one: a third atom has nothing to explain
+    with pytest.warns(UserWarning, match="all zero"):
+        dic = fit_dictionary(A, np.zeros(30, dtype=int), n_atoms_per_class=3, progress=False)
+    assert dic.D.shape == (3, 6)
+
+
+@pytest.mark.parametrize(
+    "mutate, kwargs, match",
+    [
+        (lambda A, c: (A - 1.0, c), {}, "must be ≥ 0 for NMF.*follow a ReLU"),
+        (lambda A, c: (np.where(np.eye(*A.shape) > 0, np.nan, A), c), {}, "non-finite"),
+        (lambda A, c: (A, np.where(np.arange(c.size) < 2, 3, c)), {}, "class 3 has 2 images"),
+        (lambda A, c: (A, c), {"n_classes": 4}, "class 3 has no images"),
+        (lambda A, c: (A, None), {}, "needs the class of every image"),
+        (lambda A, c: (A, np.where(np.arange(c.size) == 0, -1, c)), {}, "negative class"),
+        (lambda A, c: (A, c[:-1]), {}, "classes must have shape"),
+        (lambda A, c: (A[:, 0], c), {}, "must be 2-D"),
+        (lambda A, c: (A, c), {"method": "pca"}, "method must be"),
+        (lambda A, c: (A, c), {"method": "global"}, "needs n_atoms"),
+        (lambda A, c: (A, c), {"n_atoms_per_class": 20}, "larger than the activation dimension"),
+        (lambda A, c: (A, c), {"n_classes": 2}, "pass n_classes"),
+    ],
+)
+def test_fit_dictionary_bad_input(mutate, kwargs: dict, match: str) -> None:
+    A, classes = _class_data(7, 10, 3, 8)
+    A, classes = mutate(A, classes)
+    with pytest.raises(ValueError, match=match):
+        fit_dictionary(A, classes, progress=False, **{"n_atoms_per_class": 3, **kwargs})
+
+
+def test_empty_class_can_be_skipped() -> None:
+    A, classes = _class_data(8, 10, 3, 8)
+    classes = np.where(classes == 1, 2, classes)  # class 1 now has no image
+    dic = fit_dictionary(A, classes, n_atoms_per_class=2, skip_empty_classes=True, progress=False)
+    np.testing.assert_array_equal(dic.feature_class, [0, 0, 2, 2])
+
+
+def test_dictionary_save_load_roundtrip(tmp_path) -> None:
+    A, classes = _class_data(9, 10, 2, 6)
+    dic = fit_dictionary(A, classes, n_atoms_per_class=2, progress=False)
+    path = tmp_path / "run" / "dictionary.npz"
+    dic.save(path)
+    assert os.listdir(path.parent) == ["dictionary.npz"]  # no temporary file left behind
+    back = Dictionary.load(path)
+    np.testing.assert_array_equal(back.D, dic.D)
+    np.testing.assert_array_equal(back.feature_class, dic.feature_class)
+    assert (back.method, back.n_atoms_per_class) == ("per_class", 2)
+    assert back.reconstruction_error == pytest.approx(dic.reconstruction_error)
+    glob = Dictionary(np.ones((2, 3)), np.array([-1, -1]), "global", None, 0.5)
+    glob.save(path)  # overwrite in place
+    assert Dictionary.load(path).n_atoms_per_class is None
+    with pytest.raises(ValueError, match="no dictionary file"):
+        Dictionary.load(tmp_path / "missing.npz")
+
+
+# --------------------------------------------------------------------------------------------
+# fidelity
+
+
+def _linear_head(d: int, n_classes: int, seed: int) -> torch.nn.Linear:
+    torch.manual_seed(seed)
+    return torch.nn.Linear(d, n_classes).double().eval()
+
+
+def test_fidelity_planted_exact_reconstruction() -> None:
+    rng = np.random.default_rng(10)
+    D = rng.random((6, 8))
+    Z = rng.random((50, 6))
+    A = Z @ D
+    head = _linear_head(8, 3, 0)
+    with torch.no_grad():
+        labels = head(torch.as_tensor(A)).argmax(1).numpy()
+    labels[:10] = (labels[:10] + 1) % 3  # some wrong labels: accuracy 0.8, kept exactly
+    labels[-1] = -1  # unknown label: ignored
+    rep = fidelity(A, Z, D, head, labels=labels, batch_size=7)
+    json.dumps(rep)
+    assert rep["relative_error"] < 1e-12 and rep["median_relative_error"] < 1e-12
+    assert rep["agreement"] == 1.0
+    assert rep["accuracy_original"] == pytest.approx(39 / 49)
+    assert rep["accuracy_kept"] == 1.0
+    assert rep["n_labelled"] == 49
+
+
+def test_fidelity_matches_numpy_reference_on_random_data() -> None:
+    rng = np.random.default_rng(11)
+    A, D, Z = rng.random((40, 8)), rng.random((5, 8)), rng.random((40, 5)) * 0.3
+    head = _linear_head(8, 4, 1)
+    labels = rng.integers(0, 4, 40)
+    rep = fidelity(A, Z, D, head, labels=labels)
+    R = A - Z @ D
+    assert rep["relative_error"] == pytest.approx(np.linalg.norm(R) / np.linalg.norm(A))
+    assert rep["median_relative_error"] == pytest.approx(
+        np.median(np.linalg.norm(R, axis=1) / np.linalg.norm(A, axis=1))
+    )
+    W, b = head.weight.detach().numpy(), head.bias.detach().numpy()
+    p_a, p_r = (A @ W.T + b).argmax(1), ((Z @ D) @ W.T + b).argmax(1)
+    assert rep["agreement"] == pytest.approx(np.mean(p_a == p_r))
+    assert rep["accuracy_original"] == pytest.approx(np.mean(p_a == labels))
+    assert rep["accuracy_reconstructed"] == pytest.approx(np.mean(p_r == labels))
+
+
+def test_fidelity_zero_codes_have_relative_error_one_and_no_labels_give_none() -> None:
+    rng = np.random.default_rng(12)
+    A, D = rng.random((10, 4)), rng.random((3, 4))
+    rep = fidelity(A, np.zeros((10, 3)), D, lambda x: x[:, :2])  # a plain callable head
+    assert rep["relative_error"] == pytest.approx(1.0)
+    assert rep["accuracy_kept"] is None and rep["n_labelled"] == 0
+
+
+def test_fidelity_bad_shapes() -> None:
+    with pytest.raises(ValueError, match="shapes do not match"):
+        fidelity(np.ones((3, 4)), np.ones((3, 2)), np.ones((3, 4)), lambda x: x)
+    with pytest.raises(ValueError, match="labels must have shape"):
+        fidelity(np.ones((3, 4)), np.ones((3, 2)), np.ones((2, 4)), lambda x: x, labels=[0, 1])
