@@ -268,7 +268,7 @@ def test_one_dimensional_values_and_package_entry_point():
 
     res = fc.complexity(layers, Z[:, 0])  # still callable, see the end of complexity.py
     assert isinstance(res, ComplexityResult) and res.per_layer.shape == (2, 1)
-    np.testing.assert_array_equal(res.per_layer[:, 0], complexity(layers, Z).per_layer[:, 0])
+    np.testing.assert_allclose(res.per_layer[:, 0], complexity(layers, Z).per_layer[:, 0], atol=1e-12)
 
 
 def test_constant_feature_warns_and_scores_complexity_one():
