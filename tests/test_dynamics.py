@@ -1,0 +1,153 @@
+"""Dynamics: temporal decoding score on planted checkpoints, top features, end-to-end run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from feature_complexity.analyses.dynamics import (
+    decodability_over_checkpoints,
+    first_decodable,
+    spearman,
+    temporal_decoding_score,
+    top_features,
+)
+
+
+def planted_checkpoints(T: int = 5, k_late: int = 3, n: int = 1500, d: int = 8, seed: int = 0):
+    """A sequence of fixed linear "models": checkpoint t (1-indexed) maps latent factors to its
+    penultimate layer with a random invertible matrix. ``z_early`` (factor 1) is present from
+    checkpoint 1; ``z_late`` (factor 0) only from checkpoint ``k_late``; before that its slot
+    holds independent noise."""
+    rng = np.random.default_rng(seed)
+    u = rng.standard_normal((n, 2))
+    Z = np.column_stack([u[:, 0], u[:, 1]])  # (n, 2): z_late, z_early
+    penultimates = {}
+    for t in range(1, T + 1):
+        slot0 = u[:, 0] if t >= k_late else rng.standard_normal(n)
+        H = np.column_stack([slot0, u[:, 1], rng.standard_normal((n, d - 2))])
+        M = rng.standard_normal((d, d)) + 3 * np.eye(d)  # well conditioned, so invertible
+        penultimates[f"ckpt{t}"] = H @ M
+    return penultimates, Z
+
+
+@pytest.mark.parametrize("T,k_late", [(5, 3), (4, 1), (6, 6)])
+def test_planted_temporal_decoding_score(T: int, k_late: int):
+    penultimates, Z = planted_checkpoints(T, k_late)
+    res = decodability_over_checkpoints(penultimates, Z, n_folds=5, seed=0)
+    iv = res.per_layer  # (T, 2)
+    expected_late = np.array([1.0 if t >= k_late else 0.0 for t in range(1, T + 1)])
+    np.testing.assert_allclose(iv[:, 0], expected_late, atol=0.02)
+    np.testing.assert_allclose(iv[:, 1], 1.0, atol=0.02)
+    A = temporal_decoding_score(iv)
+    assert A[0] == pytest.approx(1 - (T - k_late + 1) / T, abs=0.02)
+    assert A[1] == pytest.approx(0.0, abs=0.02)
+    np.testing.assert_allclose(A, res.score)  # the engine's 1 - mean over "layers" is A
+    times = np.linspace(0.0, 3.0, T)
+    first = first_decodable(iv, times, threshold=0.5)
+    assert first[0] == pytest.approx(times[k_late - 1]) and first[1] == pytest.approx(times[0])
+
+
+def test_per_checkpoint_passes_give_the_joint_result():
+    """run_dynamics scores each checkpoint in its own pass; that must equal one joint call."""
+    penultimates, Z = planted_checkpoints(4, 2, n=600)
+    joint = decodability_over_checkpoints(penultimates, Z).per_layer
+    single = np.stack([decodability_over_checkpoints({k: v}, Z).per_layer[0] for k, v in penultimates.items()])
+    np.testing.assert_allclose(single, joint, atol=1e-10)
+
+
+def test_first_decodable_never_and_shapes():
+    iv = np.array([[0.1, 0.6], [0.2, 0.4], [0.3, 0.9]])
+    out = first_decodable(iv, [0.0, 0.5, 1.0], threshold=0.5)
+    assert np.isnan(out[0]) and out[1] == 0.0
+    with pytest.raises(ValueError, match="T = len"):
+        first_decodable(iv, [0.0, 1.0])
+    with pytest.raises(ValueError):
+        temporal_decoding_score(np.zeros(3))
+
+
+def test_top_features_fraction_minimum_and_ranking():
+    gamma = np.array([0.1, -5.0, 3.0, 0.2, -0.3, 1.0, 0.0, 2.0, -1.5, 0.05])
+    # 1 % of 10 features is less than the minimum of 5
+    assert list(top_features(gamma, fraction=0.01, min_top=5, rank_by="abs")) == [1, 2, 7, 8, 5]
+    assert list(top_features(gamma, fraction=0.01, min_top=5, rank_by="signed")) == [2, 7, 5, 3, 0]
+    assert len(top_features(gamma, fraction=0.5, min_top=1)) == 5
+    big = np.arange(1000.0)
+    assert list(top_features(big, fraction=0.01, min_top=5)) == list(range(999, 989, -1))
+    assert len(top_features(gamma, fraction=0.01, min_top=50)) == 10  # capped at k
+
+
+def test_spearman_matches_scipy_and_handles_constants():
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random(50), rng.random(50)
+    assert spearman(a, b) == pytest.approx(spearmanr(a, b).statistic)
+    assert spearman(a, a ** 3) == pytest.approx(1.0)
+    assert np.isnan(spearman(a, np.ones(50)))
+
+
+# ------------------------------------------------------------------------------ end to end
+@pytest.mark.slow
+def test_end_to_end_on_generated_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """CLI train on the generated dataset, then the dynamics analysis: every output and figure,
+    and a rerun that reads every checkpoint from the cache."""
+    pytest.importorskip("torch")
+    import pandas as pd
+
+    from feature_complexity.analyses import dynamics
+    from feature_complexity.analyses.dynamics import DynamicsConfig, run_dynamics
+    from feature_complexity.cli import main
+    from feature_complexity.data import trifeature
+
+    train_dir = tmp_path / "train"
+    rc = main(["train", "--model", "small-resnet", "--data", "trifeature", "--limit", "480",
+               "--epochs", "2", "--batch-size", "32", "--lr", "0.05", "--early-fractions", "0,0.5",
+               "--out", str(train_dir), "--quiet"])
+    assert rc == 0
+    ckpts = sorted((train_dir / "checkpoints").glob("*.pt"))
+    assert [p.name for p in ckpts] == ["step_0000000.pt", "step_0000008.pt", "step_0000015.pt", "step_0000030.pt"]
+
+    probe = trifeature(320, seed=1)
+    out = tmp_path / "dyn"
+    cfg = DynamicsConfig(n_atoms_per_class=2, n_folds=3, batch_size=160)
+    res = run_dynamics(train_dir / "checkpoints", None, probe, out, cfg, progress=False)
+
+    for name in ("dynamics.json", "dynamics_checkpoints.parquet", "dynamics_features.parquet",
+                 "figures/mean_complexity.png", "figures/temporal_decoding.png",
+                 "figures/complexity_importance_training.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert len(list((out / "dynamics_cache").glob("*.npz"))) == 4
+
+    ck = pd.read_parquet(out / "dynamics_checkpoints.parquet")
+    assert list(ck["step"]) == [0, 8, 15, 30]
+    np.testing.assert_allclose(ck["epoch"], [0, 8 / 15, 1, 2])
+    assert ck["mean_complexity"].between(0, 1).all() and (ck["n_top"] == 5).all()
+    assert ck["accuracy"].iloc[-1] > ck["accuracy"].iloc[0]  # the model learned something
+
+    feat = pd.read_parquet(out / "dynamics_features.parquet")
+    k = 2 * len(probe.classes)
+    assert len(feat) == k
+    iv_cols = [c for c in feat.columns if c.startswith("iv_")]
+    assert iv_cols == [f"iv_step_{s:07d}" for s in (0, 8, 15, 30)]
+    np.testing.assert_allclose(feat["A"], 1 - feat[iv_cols].mean(axis=1))
+    assert {"feature", "class", "complexity", "importance", "first_decodable_epoch"} <= set(feat.columns)
+    # the final features are decodable from the final model's own penultimate layer
+    assert feat["iv_step_0000030"].mean() > 0.8
+
+    summary = json.loads((out / "dynamics.json").read_text())
+    assert summary["summary"]["n_checkpoints"] == 4 and "torch" in summary["versions"]
+    assert summary["summary"]["spearman_A_K"] == pytest.approx(spearman(feat["A"], feat["complexity"]))
+    assert summary["config"]["n_atoms_per_class"] == 2
+
+    # rerun: every checkpoint comes from the cache, no forward pass
+    def no_pass(*a, **kw):
+        raise AssertionError("a cached checkpoint was recomputed")
+
+    monkeypatch.setattr("feature_complexity.activations.extract_activations", no_pass)
+    again = run_dynamics(train_dir / "checkpoints", None, probe, out, cfg, progress=False)
+    pd.testing.assert_frame_equal(again.features, res.features)
+    assert dynamics is not None
