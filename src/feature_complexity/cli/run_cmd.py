@@ -68,7 +68,7 @@ def _run(args: argparse.Namespace) -> int:
     spec = build_model(args.model, weights=args.weights, checkpoint=args.checkpoint,
                        num_classes=args.num_classes)
     source = open_source(args.data, input_size=spec.input_size, mean=spec.mean, std=spec.std,
-                         seed=args.seed, root=args.data_root, download=args.download,
+                         seed=args.seed, data_root=args.data_root, download=args.download,
                          train=args.train_split)
     if args.limit is not None and args.limit < len(source):
         import numpy as np
