@@ -298,6 +298,30 @@ def test_image_folder_reads_classes_labels_and_pixels(tmp_path: Path) -> None:
     assert np.array_equal(load_source(d).raw_image(4), expected)
 
 
+def test_grayscale_and_rgba_files_are_read_as_rgb(tmp_path: Path) -> None:
+    from PIL import Image
+
+    (tmp_path / "set" / "c").mkdir(parents=True)
+    gray = np.arange(32 * 32, dtype=np.uint8).reshape(32, 32)
+    Image.fromarray(gray, mode="L").save(tmp_path / "set" / "c" / "g.png")
+    Image.fromarray(np.zeros((32, 32, 4), np.uint8), mode="RGBA").save(tmp_path / "set" / "c" / "r.png")
+    src = image_folder(tmp_path / "set", **PLAIN)
+    assert np.array_equal(src.raw_image(0), np.repeat(gray[..., None], 3, axis=-1))
+    assert tuple(src[1][0].shape) == (3, 32, 32)
+
+
+def test_importing_the_data_package_stays_light() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, feature_complexity.data as d; "
+        "print(sorted(m for m in ('torch', 'torchvision', 'PIL', 'pandas') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_image_folder_geometry_large_and_small_images(tmp_path: Path) -> None:
     root = _write_folder(tmp_path / "mixed", {"big": (64, 48), "small": (16, 20)})
     src = image_folder(root, **PLAIN)
@@ -311,6 +335,10 @@ def test_image_folder_geometry_large_and_small_images(tmp_path: Path) -> None:
     ref = transforms.Compose([transforms.Resize(37), transforms.CenterCrop(32)])
     img = Image.open(root / "big" / "img0.png").convert("RGB")
     assert np.array_equal(src.raw_image(0), np.asarray(ref(img)))
+    # small image: shorter side resized up to 32, then centre crop
+    ref_up = transforms.Compose([transforms.Resize(32), transforms.CenterCrop(32)])
+    small = Image.open(root / "small" / "img0.png").convert("RGB")
+    assert np.array_equal(src.raw_image(3), np.asarray(ref_up(small)))
 
 
 def test_image_folder_errors(tmp_path: Path) -> None:

@@ -431,9 +431,13 @@ def torchvision_dataset(
     try:
         ds = cls(root=str(root), train=train, download=download)
     except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
+        fix = (
+            "the download did not complete; retry, or download it elsewhere and pass --data-root"
+            if download
+            else "pass --download (download=True) to fetch it there"
+        )
         raise FileNotFoundError(
-            f"{key} not found in {root} ({e}); pass --download (download=True) to fetch it there, "
-            "or point --data at an ImageFolder copy of it"
+            f"{key} not found in {root} ({e}); {fix}, or point --data at an ImageFolder copy of it"
         ) from e
     except OSError as e:  # no network, permission denied...
         raise OSError(
