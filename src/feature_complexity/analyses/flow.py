@@ -1,0 +1,546 @@
+"""Where do features flow: the skip branch against the main (residual) branch of every block.
+
+Fel et al. (2024), Fig. 4 (``paper-method.md`` section 5): simple features are "teleported" to
+the last layer by the skip connections, while complex ones are built up by the residual
+branches. A residual block computes ``a_l = post(S_l(a_{l-1}) + F_l(a_{l-1}))`` with ``S_l`` the
+**skip** branch (identity, projection shortcut, CIFAR option-A subsample-and-pad) and ``F_l`` the
+**main** branch (the conv stack); ``post`` is usually a ReLU. For every block ``l`` and every
+feature ``z`` (a column of the codes ``Z``, shape ``(n_images, k)``) this module measures how much
+of ``z`` each of the pooled ``S_l``, ``F_l`` and ``a_l`` (shapes ``(n_images, C_l)``) carries:
+
+- linear CKA (:mod:`feature_complexity.analyses.cka`), as in the paper's figure;
+- V-information ``I_V(branch -> z)`` from the complexity engine (the paper's appendix).
+
+Summary per feature, the **teleport depth**: the first block ``b`` such that at every block from
+``b`` on the skip branch alone carries at least ``threshold`` (default 0.9) of the ``I_V`` that
+the block output has::
+
+    ok[l]  = I_V(S_l -> z) >= threshold * I_V(a_l -> z)      or   I_V(a_l -> z) < eps
+    depth  = min { b : ok[l] for every l >= b }               (n_blocks when ok[last] is False)
+
+A block whose output carries (almost) nothing of ``z`` (``I_V < eps``) has nothing to teleport,
+so it never breaks the condition. ``depth == n_blocks`` means "never teleported": the last block's
+main branch still adds what the skip path lacks. A low depth means the feature is already
+present, and handed on by the skip path, early in the network. The paper's finding predicts a
+positive correlation between teleport depth and complexity ``K``.
+
+Blocks are 0-indexed in forward order; ``blocks`` holds their names.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "FlowResult",
+    "flow_scores",
+    "teleport_depth",
+    "teleport_correlation",
+    "flow_table",
+    "flow_summary",
+    "complexity_groups",
+    "plot_flow",
+    "run_flow",
+]
+
+_MEASURES = ("cka", "iv", "both")
+_BRANCHES = ("skip", "main", "out")
+#: ``I_V`` below this is "the block output carries nothing of the feature" (see module docstring)
+DEFAULT_EPS = 1e-3
+
+
+@dataclass
+class FlowResult:
+    """Per-block, per-feature flow measures (see the module docstring).
+
+    Attributes:
+        blocks: block names in forward order, ``len == n_blocks``.
+        cka_skip, cka_main, cka_out: ``(n_blocks, k)`` linear CKA of the pooled skip branch, main
+            branch and block output with each feature (``nan`` when not computed, or for a
+            constant feature).
+        iv_skip, iv_main, iv_out: ``(n_blocks, k)`` held-out ``I_V`` in [0, 1] (``nan`` when not
+            computed).
+        teleport_depth: ``(k,)`` int, first block from which the skip branch carries the feature
+            (``n_blocks``: never); ``None`` when ``I_V`` was not computed.
+        measure: ``"cka"``, ``"iv"`` or ``"both"``.
+        threshold: the teleport threshold used.
+        debiased: whether CKA used the unbiased HSIC.
+        features: ``(k,)`` feature ids (column order of ``Z``).
+        config: the remaining settings (``n_folds``, ``seed``, ``eps``), for the record.
+    """
+
+    blocks: list[str]
+    cka_skip: np.ndarray
+    cka_main: np.ndarray
+    cka_out: np.ndarray
+    iv_skip: np.ndarray
+    iv_main: np.ndarray
+    iv_out: np.ndarray
+    teleport_depth: np.ndarray | None
+    measure: str
+    threshold: float
+    debiased: bool
+    features: np.ndarray
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.cka_skip.shape[1])
+
+
+# ---------------------------------------------------------------------- measures
+def _check_measure(measure: str) -> None:
+    if measure not in _MEASURES:
+        raise ValueError(f"unknown measure '{measure}'; use one of {', '.join(_MEASURES)}")
+
+
+def _check_threshold(threshold: float) -> None:
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold} (0.9 = skip carries 90% of I_V)")
+
+
+def _block_order(layers: Mapping[str, Any], skip: Mapping[str, Any], main: Mapping[str, Any]) -> list[str]:
+    """Blocks with both branches, in the forward order of ``layers``; validate the three dicts."""
+    if not skip and not main:
+        raise ValueError(
+            "no skip/main branch activations were given; capture them with "
+            "extract_activations(..., capture_branches=True) (the model's ModelSpec.branches "
+            "must describe its residual blocks)"
+        )
+    for what, d in (("skip", skip), ("main", main)):
+        extra = [n for n in d if n not in layers]
+        if extra:
+            raise ValueError(
+                f"{what} branches are given for {extra}, which are not among the layers "
+                f"({', '.join(layers)}); branches must be keyed by block name"
+            )
+    one_sided = sorted(set(skip) ^ set(main))
+    if one_sided:
+        raise ValueError(f"blocks {one_sided} have only one of the skip/main branches; give both")
+    return [name for name in layers if name in skip]
+
+
+def flow_scores(
+    layers: Mapping[str, np.ndarray],
+    skip: Mapping[str, np.ndarray],
+    main: Mapping[str, np.ndarray],
+    Z: np.ndarray,
+    *,
+    measure: str = "both",
+    debiased: bool = False,
+    n_folds: int = 5,
+    seed: int = 0,
+    threshold: float = 0.9,
+    eps: float = DEFAULT_EPS,
+    alphas: Sequence[float] | None = None,
+    device: str = "cpu",
+    features: np.ndarray | None = None,
+) -> FlowResult:
+    """CKA and/or ``I_V`` of each block's skip branch, main branch and output with every feature.
+
+    Args:
+        layers: ``{block: (n_images, C_l)}`` pooled block outputs, in forward order (blocks not
+            in ``skip``/``main`` are ignored).
+        skip: ``{block: (n_images, C_l)}`` pooled skip branch before the addition.
+        main: ``{block: (n_images, C_l)}`` pooled main branch before the addition.
+        Z: ``(n_images, k)`` feature values (codes).
+        measure: ``"cka"``, ``"iv"`` or ``"both"``.
+        debiased: debiased CKA (unbiased HSIC; needs ``n_images >= 4``).
+        n_folds, seed, alphas, device: passed to the complexity engine for ``I_V``.
+        threshold, eps: teleport depth (see :func:`teleport_depth`).
+        features: ``(k,)`` feature ids for the tables (default ``0..k-1``).
+
+    Returns:
+        :class:`FlowResult`; arrays of a measure that was not asked for are ``nan``.
+    """
+    _check_measure(measure)
+    _check_threshold(threshold)
+    blocks = _block_order(layers, skip, main)
+    Z = np.asarray(Z, dtype=np.float64)
+    if Z.ndim == 1:
+        Z = Z[:, None]
+    if Z.ndim != 2:
+        raise ValueError(f"Z must have shape (n_images, k), got {Z.shape}")
+    n, k = Z.shape
+    sources = {"skip": skip, "main": main, "out": layers}
+    for branch, d in sources.items():
+        for name in blocks:
+            if d[name].shape[0] != n:
+                raise ValueError(
+                    f"{branch} activations of block '{name}' have {d[name].shape[0]} rows but Z has "
+                    f"{n}; they must hold one row per image, in the same order"
+                )
+    ids = np.arange(k) if features is None else np.asarray(features)
+    if ids.shape != (k,):
+        raise ValueError(f"features must hold {k} ids (one per column of Z), got shape {ids.shape}")
+
+    nan = np.full((len(blocks), k), np.nan)
+    cka = {b: nan.copy() for b in _BRANCHES}
+    iv = {b: nan.copy() for b in _BRANCHES}
+    if measure in ("cka", "both"):
+        from .cka import cka_with_features
+
+        for branch, d in sources.items():
+            for i, name in enumerate(blocks):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # constant features -> nan
+                    cka[branch][i] = cka_with_features(np.asarray(d[name]), Z, debiased=debiased)
+    depth = None
+    if measure in ("iv", "both"):
+        from ..complexity import complexity
+
+        kwargs: dict[str, Any] = {} if alphas is None else {"alphas": tuple(alphas)}
+        # one engine call over all 3 * n_blocks arrays: same folds for every branch, and the
+        # engine's per-call set-up is paid once
+        stacked = {f"{branch}/{name}": sources[branch][name] for branch in _BRANCHES for name in blocks}
+        res = complexity(stacked, Z, n_folds=n_folds, seed=seed, device=device, **kwargs)
+        per_layer = np.asarray(res.per_layer, dtype=np.float64).reshape(len(_BRANCHES), len(blocks), k)
+        iv = dict(zip(_BRANCHES, per_layer))
+        depth = teleport_depth(iv["skip"], iv["out"], threshold, eps=eps)
+    return FlowResult(
+        blocks=blocks,
+        cka_skip=cka["skip"], cka_main=cka["main"], cka_out=cka["out"],
+        iv_skip=iv["skip"], iv_main=iv["main"], iv_out=iv["out"],
+        teleport_depth=depth, measure=measure, threshold=float(threshold), debiased=bool(debiased),
+        features=ids, config={"n_folds": n_folds, "seed": seed, "eps": eps,
+                              "alphas": None if alphas is None else list(alphas)},
+    )
+
+
+def teleport_depth(
+    iv_skip: np.ndarray, iv_out: np.ndarray, threshold: float = 0.9, *, eps: float = DEFAULT_EPS
+) -> np.ndarray:
+    """First block from which the skip branch alone carries the feature (module docstring).
+
+    Args:
+        iv_skip: ``(n_blocks, k)`` ``I_V`` of the skip branch.
+        iv_out: ``(n_blocks, k)`` ``I_V`` of the block output.
+        threshold: fraction of the block output's ``I_V`` the skip branch must carry.
+        eps: below this the block output carries nothing, and the block counts as satisfied.
+
+    Returns:
+        ``(k,)`` int64 in ``[0, n_blocks]``; ``n_blocks`` means never.
+    """
+    _check_threshold(threshold)
+    iv_skip = np.asarray(iv_skip, dtype=np.float64)
+    iv_out = np.asarray(iv_out, dtype=np.float64)
+    if iv_skip.ndim != 2 or iv_skip.shape != iv_out.shape:
+        raise ValueError(
+            f"iv_skip and iv_out must both be (n_blocks, k); got {iv_skip.shape} and {iv_out.shape}"
+        )
+    if np.isnan(iv_skip).any() or np.isnan(iv_out).any():
+        raise ValueError("iv_skip / iv_out contain NaN; compute them with measure='iv' or 'both'")
+    ok = (iv_out < eps) | (iv_skip >= threshold * iv_out)  # (n_blocks, k)
+    # suffix "all": ok from block b to the end; reversed cumulative product does it for all b
+    suffix_ok = np.flip(np.cumprod(np.flip(ok, axis=0), axis=0), axis=0).astype(bool)
+    n_blocks = ok.shape[0]
+    # the first b with suffix_ok[b]; suffix_ok is monotone (False... then True...), so count Falses
+    return (n_blocks - suffix_ok.sum(axis=0)).astype(np.int64)
+
+
+def teleport_correlation(depth: np.ndarray, complexity: np.ndarray) -> tuple[float, float]:
+    """Spearman rank correlation (rho, two-sided p-value) of teleport depth with complexity ``K``.
+
+    ``(nan, nan)`` when either side is constant (nothing to rank).
+    """
+    from scipy.stats import spearmanr
+
+    depth = np.asarray(depth, dtype=np.float64)
+    K = np.asarray(complexity, dtype=np.float64)
+    if depth.shape != K.shape or depth.ndim != 1:
+        raise ValueError(f"depth {depth.shape} and complexity {K.shape} must both be (k,)")
+    if len(K) < 3 or np.ptp(depth) == 0 or np.ptp(K) == 0:
+        return float("nan"), float("nan")
+    rho, p = spearmanr(depth, K)
+    return float(rho), float(p)
+
+
+# ---------------------------------------------------------------------- tables and summary
+def flow_table(result: FlowResult) -> "pd.DataFrame":
+    """Long format, one row per (block, feature): ``feature, block, block_index, cka_skip,
+    cka_main, cka_out, iv_skip, iv_main, iv_out`` (``n_blocks * k`` rows, block-major)."""
+    import pandas as pd
+
+    nb, k = result.n_blocks, result.n_features
+    frame = pd.DataFrame({
+        "feature": np.tile(result.features, nb),
+        "block": np.repeat(np.asarray(result.blocks, dtype=object), k),
+        "block_index": np.repeat(np.arange(nb), k),
+    })
+    for name in ("cka_skip", "cka_main", "cka_out", "iv_skip", "iv_main", "iv_out"):
+        frame[name] = getattr(result, name).reshape(-1)  # (n_blocks, k) row-major = block-major
+    return frame
+
+
+def complexity_groups(complexity: np.ndarray) -> dict[str, np.ndarray]:
+    """Indices of the simplest, middle and most complex thirds of the features by ``K``.
+
+    Ties are broken by feature order (stable sort) so the split is deterministic.
+    """
+    K = np.asarray(complexity, dtype=np.float64)
+    if K.ndim != 1:
+        raise ValueError(f"complexity must be (k,), got {K.shape}")
+    order = np.argsort(K, kind="stable")
+    simple, middle, complex_ = np.array_split(order, 3)
+    return {"simple": simple, "middle": middle, "complex": complex_}
+
+
+def _nanmean_rows(M: np.ndarray, idx: np.ndarray) -> list[float | None]:
+    """Per-block mean over the features ``idx`` (``None`` where nothing is finite: JSON null)."""
+    if len(idx) == 0:
+        return [None] * M.shape[0]
+    sub = M[:, idx]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = np.nanmean(sub, axis=1)
+    return [None if not np.isfinite(v) else float(v) for v in means]
+
+
+def flow_summary(result: FlowResult, complexity: np.ndarray) -> dict[str, Any]:
+    """A JSON-able summary: teleport-depth Spearman with ``K`` and per-third mean curves.
+
+    Returns:
+        ``{"blocks", "n_features", "measure", "threshold", "debiased", "teleport_spearman":
+        {"rho", "p_value"}, "groups": {"simple"|"middle"|"complex": {"n", "complexity_min",
+        "complexity_max", "mean_teleport_depth", "never_teleported", "cka_skip", "cka_main",
+        "cka_out", "iv_skip", "iv_main", "iv_out"}}}`` where the curves are per-block lists.
+    """
+    K = np.asarray(complexity, dtype=np.float64)
+    if K.shape != (result.n_features,):
+        raise ValueError(
+            f"complexity has shape {K.shape} but the flow result has {result.n_features} features"
+        )
+    out: dict[str, Any] = {
+        "blocks": list(result.blocks),
+        "n_features": result.n_features,
+        "measure": result.measure,
+        "threshold": result.threshold,
+        "debiased": result.debiased,
+    }
+    if result.teleport_depth is not None:
+        rho, p = teleport_correlation(result.teleport_depth, K)
+        out["teleport_spearman"] = {"rho": rho, "p_value": p}
+    groups: dict[str, Any] = {}
+    for gname, idx in complexity_groups(K).items():
+        g: dict[str, Any] = {
+            "n": int(len(idx)),
+            "complexity_min": float(K[idx].min()) if len(idx) else None,
+            "complexity_max": float(K[idx].max()) if len(idx) else None,
+        }
+        if result.teleport_depth is not None and len(idx):
+            g["mean_teleport_depth"] = float(result.teleport_depth[idx].mean())
+            g["never_teleported"] = float((result.teleport_depth[idx] == result.n_blocks).mean())
+        for name in ("cka_skip", "cka_main", "cka_out", "iv_skip", "iv_main", "iv_out"):
+            g[name] = _nanmean_rows(getattr(result, name), idx)
+        groups[gname] = g
+    out["groups"] = groups
+    return out
+
+
+# ---------------------------------------------------------------------- figure
+def plot_flow(
+    result: FlowResult,
+    complexity: np.ndarray,
+    *,
+    title: str | None = None,
+) -> "Figure":
+    """Paper Fig. 4: mean CKA (top row) and ``I_V`` (bottom row) of the skip and main branches
+    (and, dotted, the block output) against block depth, for the simplest (left) and most
+    complex (right) thirds of the features by ``K``. Bands: ± one standard error of the mean.
+
+    Args:
+        result: from :func:`flow_scores` / :func:`run_flow`.
+        complexity: ``(k,)`` complexity ``K`` of the same features.
+        title: optional figure title.
+
+    Returns:
+        a 2×2 matplotlib ``Figure`` (not saved; the caller saves it).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)  # headless by default; keeps an interactive backend if set
+    import matplotlib.pyplot as plt
+
+    K = np.asarray(complexity, dtype=np.float64)
+    if K.shape != (result.n_features,):
+        raise ValueError(f"complexity has shape {K.shape}, the flow result has {result.n_features} features")
+    groups = complexity_groups(K)
+    x = np.arange(1, result.n_blocks + 1)
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5), sharex=True, sharey="row", squeeze=False)
+    styles = {"skip": dict(color="tab:blue", ls="-", label="skip (residual) branch"),
+              "main": dict(color="tab:orange", ls="--", label="main (conv) branch"),
+              "out": dict(color="0.4", ls=":", label="block output")}
+    for r, (measure, label) in enumerate((("cka", "linear CKA with z"), ("iv", "I_V(branch → z)"))):
+        for c, gname in enumerate(("simple", "complex")):
+            ax = axes[r, c]
+            idx = groups[gname]
+            for branch, st in styles.items():
+                M = getattr(result, f"{measure}_{branch}")[:, idx]  # (n_blocks, n_group)
+                if M.size == 0 or np.isnan(M).all():
+                    continue
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    mean = np.nanmean(M, axis=1)
+                    count = np.maximum(np.sum(np.isfinite(M), axis=1), 1)
+                    sem = np.nanstd(M, axis=1) / np.sqrt(count)
+                ax.plot(x, mean, marker="o", ms=3, **st)
+                ax.fill_between(x, mean - sem, mean + sem, color=st["color"], alpha=0.15, lw=0)
+            if np.isnan(getattr(result, f"{measure}_skip")).all():
+                ax.text(0.5, 0.5, f"{measure.upper()} not computed", transform=ax.transAxes,
+                        ha="center", va="center", color="0.5")
+            if r == 0:
+                kmin, kmax = (K[idx].min(), K[idx].max()) if len(idx) else (np.nan, np.nan)
+                ax.set_title(f"{'simplest' if gname == 'simple' else 'most complex'} third "
+                             f"({len(idx)} features, K in [{kmin:.2f}, {kmax:.2f}])", fontsize=10)
+            if c == 0:
+                ax.set_ylabel(label)
+            if r == 1:
+                ax.set_xlabel("block (forward order)")
+            ax.grid(alpha=0.3)
+    if result.n_blocks <= 20:
+        for ax in axes[1]:
+            ax.set_xticks(x)
+            ax.set_xticklabels(result.blocks, rotation=60, ha="right", fontsize=7)
+    axes[0, 0].legend(fontsize=8, loc="best")
+    fig.suptitle(title or "Where features flow: skip vs main branch per block (Fel et al. 2024, Fig. 4)",
+                 fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------- run folder
+def _load_complexity(run_dir: Path, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``K`` (k,) and feature ids (k,) from complexity.npz, else features.parquet."""
+    ids = np.arange(k)
+    feats = run_dir / "features.parquet"
+    frame = None
+    if feats.exists():
+        import pandas as pd
+
+        frame = pd.read_parquet(feats)
+        if "feature" in frame.columns and len(frame) == k:
+            ids = frame["feature"].to_numpy()
+    cx = run_dir / "complexity.npz"
+    if cx.exists():
+        with np.load(cx) as f:
+            K = np.asarray(f["score"], dtype=np.float64)
+    elif frame is not None and "complexity" in frame.columns:
+        K = frame["complexity"].to_numpy(dtype=np.float64)
+    else:
+        raise FileNotFoundError(
+            f"{run_dir} has neither complexity.npz nor a features.parquet with a 'complexity' "
+            "column; run `feature-complexity run` to completion first"
+        )
+    if K.shape != (k,):
+        raise ValueError(
+            f"{run_dir}: complexity has {K.shape[0]} features but codes.npy has {k}; the run "
+            "folder is inconsistent, rerun `feature-complexity run` into a fresh folder"
+        )
+    return K, ids
+
+
+def run_flow(
+    run_dir: str | Path,
+    *,
+    measure: str = "both",
+    threshold: float = 0.9,
+    debiased: bool = False,
+    n_folds: int | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+    eps: float = DEFAULT_EPS,
+) -> FlowResult:
+    """Flow analysis of a finished run folder; writes its outputs there, atomically.
+
+    Reads ``activations/`` (block outputs and the ``skip__``/``main__`` branch arrays),
+    ``codes.npy`` and ``complexity.npz`` (or ``features.parquet``); ``n_folds``, ``seed``,
+    ``alphas`` and ``device`` default to the run's ``manifest.json`` config so that ``iv_out``
+    repeats the complexity stage's numbers. Writes:
+
+    - ``flow.parquet``: :func:`flow_table`;
+    - ``flow_features.parquet``: ``feature, complexity, teleport_depth`` (when ``I_V`` is measured);
+    - ``flow.json``: :func:`flow_summary` plus config and package versions;
+    - ``figures/flow.png``: :func:`plot_flow`;
+    - a ``teleport_depth`` column added to ``features.parquet`` (when it exists).
+
+    Raises:
+        FileNotFoundError: a missing input, with the command that makes it.
+        ValueError: activations recorded without branch capture.
+    """
+    from ..activations import Activations
+    from ..io import package_versions, read_json, save_figure, write_json, write_parquet
+
+    _check_measure(measure)
+    _check_threshold(threshold)
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist; make it with `feature-complexity run`")
+    codes_path = run_dir / "codes.npy"
+    if not codes_path.exists():
+        raise FileNotFoundError(
+            f"{codes_path} is missing; run `feature-complexity run` (into {run_dir}) to completion first"
+        )
+    try:
+        acts = Activations.load(run_dir / "activations", mmap=True)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"{run_dir / 'activations'} holds no finished activation pass ({err}); run "
+            "`feature-complexity run` first"
+        ) from err
+    if not acts.skip or not acts.main:
+        raise ValueError(
+            f"the activations in {run_dir} were recorded without the skip/main branches; rerun "
+            "`feature-complexity run` with branch capture (on a model whose ModelSpec.branches "
+            "describes its residual blocks) into a fresh folder"
+        )
+    Z = np.load(codes_path)
+    K, ids = _load_complexity(run_dir, Z.shape[1])
+
+    manifest_cfg: dict[str, Any] = {}
+    if (run_dir / "manifest.json").exists():
+        manifest_cfg = dict(read_json(run_dir / "manifest.json").get("config", {}) or {})
+    n_folds = int(n_folds if n_folds is not None else manifest_cfg.get("n_folds", 5))
+    seed = int(seed if seed is not None else manifest_cfg.get("seed", 0))
+    device = str(device if device is not None else manifest_cfg.get("device", "cpu"))
+    alphas = manifest_cfg.get("alphas")
+
+    result = flow_scores(acts.layers, acts.skip, acts.main, Z, measure=measure, debiased=debiased,
+                         n_folds=n_folds, seed=seed, threshold=threshold, eps=eps, alphas=alphas,
+                         device=device, features=ids)
+
+    import pandas as pd
+
+    write_parquet(run_dir / "flow.parquet", flow_table(result))
+    summary = flow_summary(result, K)
+    summary["versions"] = package_versions()
+    summary["config"] = {"measure": measure, "threshold": threshold, "debiased": debiased,
+                         "n_folds": n_folds, "seed": seed, "device": device, "eps": eps,
+                         "alphas": alphas}
+    write_json(run_dir / "flow.json", summary)
+    if result.teleport_depth is not None:
+        per_feature = pd.DataFrame({"feature": ids, "complexity": K,
+                                    "teleport_depth": result.teleport_depth})
+        write_parquet(run_dir / "flow_features.parquet", per_feature)
+        feats_path = run_dir / "features.parquet"
+        if feats_path.exists():
+            frame = pd.read_parquet(feats_path)
+            depth_of = dict(zip(ids.tolist(), result.teleport_depth.tolist()))
+            key = frame["feature"] if "feature" in frame.columns else pd.Series(np.arange(len(frame)))
+            frame["teleport_depth"] = key.map(depth_of).to_numpy()
+            write_parquet(feats_path, frame)
+    save_figure(run_dir / "figures" / "flow.png", plot_flow(result, K))
+    return result

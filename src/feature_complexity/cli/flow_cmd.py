@@ -1,0 +1,40 @@
+"""``feature-complexity flow``: where features flow (skip vs main branch) in a finished run folder."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "flow", help="residual flow: CKA / I_V of each block's skip and main branch with every feature",
+        description="Residual-flow analysis (Fel et al. 2024, Fig. 4) of a run folder made by "
+        "`feature-complexity run` with branch capture. Writes flow.parquet, flow_features.parquet, "
+        "flow.json, figures/flow.png and a teleport_depth column in features.parquet.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run folder")
+    p.add_argument("--measure", choices=["cka", "iv", "both"], default="both",
+                   help="linear CKA (paper), V-information (paper's appendix), or both (default)")
+    p.add_argument("--threshold", type=float, default=0.9,
+                   help="teleport depth: fraction of the block output's I_V the skip branch must carry")
+    p.add_argument("--debiased", action="store_true", help="debiased CKA (unbiased HSIC)")
+    p.add_argument("--device", default=None, help="device for the I_V probes (default: the run's)")
+    p.set_defaults(func=_flow)
+
+
+def _flow(args: argparse.Namespace) -> int:
+    from feature_complexity.analyses.flow import run_flow
+
+    res = run_flow(args.run_dir, measure=args.measure, threshold=args.threshold,
+                   debiased=args.debiased, device=args.device)
+    line = f"flow: {res.n_blocks} blocks x {res.n_features} features -> {args.run_dir}/flow.parquet"
+    if res.teleport_depth is not None:
+        import json
+        from pathlib import Path
+
+        rho = json.loads((Path(args.run_dir) / "flow.json").read_text()).get("teleport_spearman", {}).get("rho")
+        line += f"; teleport depth vs complexity: Spearman rho = {rho if rho is None else round(rho, 3)}"
+    print(line)
+    return 0
