@@ -242,6 +242,9 @@ def test_balanced_indices_spread_over_classes() -> None:
     assert len(idx) == len(set(idx)) == 30
     assert np.bincount(labels[idx]).tolist() == [13, 5, 12] or np.bincount(labels[idx]).tolist() == [12, 5, 13]
     assert not np.array_equal(idx, balanced_indices(labels, 30, seed=1))
+    assert np.array_equal(np.sort(balanced_indices(labels, 500)), np.arange(len(labels)))
+    with pytest.raises(ValueError, match=">= 1"):
+        balanced_indices(labels, 0)
     src = trifeature(80, seed=0, target="color").limit(16, seed=0)
     assert len(src) == 16 and np.bincount(src.labels, minlength=8).tolist() == [2] * 8
 

@@ -323,6 +323,10 @@ def balanced_indices(labels: np.ndarray, n_images: int, *, seed: int = 0) -> np.
     """Sorted positions of ``n_images`` images spread as evenly as possible over the classes of
     ``labels`` ``(n,)``; within a class the images are a random choice (``seed``)."""
     labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be a 1-d array (n_images,), got shape {labels.shape}")
+    if n_images < 1:
+        raise ValueError(f"the number of images to keep must be >= 1, got {n_images}")
     rng = np.random.default_rng(seed)
     # Rank every image within its class in a random order, then take images by rank: all
     # classes' rank-0 images first, then rank 1, ... This fills small classes completely and

@@ -46,6 +46,7 @@ __all__ = [
     "trifeature",
     "factor_values",
     "parse_target",
+    "texture_period",
 ]
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "ring", "crescent", "heart")
@@ -192,8 +193,8 @@ def sample_factors(n_images: int, *, size: int = 32, seed: int = 0) -> dict[str,
     y = margin + rng.uniform(0, 1, n_images) * (1 - 2 * margin)
     rotation = rng.uniform(0, 360, n_images)
     period = texture_period(size)
-    offset_x = rng.integers(0, int(period) + 1, n_images).astype(np.float64)
-    offset_y = rng.integers(0, int(period) + 1, n_images).astype(np.float64)
+    offset_x = rng.integers(0, int(period), n_images).astype(np.float64)
+    offset_y = rng.integers(0, int(period), n_images).astype(np.float64)
     return {
         "shape": shape.astype(np.int64),
         "texture": texture.astype(np.int64),
