@@ -17,6 +17,7 @@ from feature_complexity.analyses.flow import (
     flow_table,
     plot_flow,
     run_flow,
+    skip_share,
     teleport_correlation,
     teleport_depth,
 )
@@ -101,6 +102,14 @@ def test_teleport_depth_rules() -> None:
         teleport_depth(iv_skip[:2], iv_out)
 
 
+def test_skip_share_closed_form() -> None:
+    iv_out = np.array([[0.2, 0.0, 0.5], [0.6, 0.0, 0.5]])
+    iv_skip = np.array([[0.1, 0.0, 0.0], [0.5, 0.0, 0.25]])
+    got = skip_share(iv_skip, iv_out)
+    np.testing.assert_allclose(got[[0, 2]], [0.6 / 0.8, 0.25 / 1.0])
+    assert np.isnan(got[1])  # nothing in any block output: no share to speak of
+
+
 def test_teleport_depth_matches_brute_force() -> None:
     rng = np.random.default_rng(0)
     iv_out = rng.uniform(0, 1, size=(7, 200)) * (rng.uniform(size=(7, 200)) > 0.1)
@@ -151,6 +160,8 @@ def test_planted_teleport_depth_and_cka() -> None:
     assert res.cka_skip[2:, 0].min() > res.cka_main[2:, 0].max() + 0.3
     # z1 lives only in the last main branch and output
     assert res.iv_main[4, 1] > 0.6 and res.iv_skip[:, 1].max() < 0.05
+    # the teleported feature is mostly skip-carried, the late one mostly not
+    assert res.skip_share[0] > 0.7 and res.skip_share[1] < 0.1
     # CKA columns are exactly the batched CKA of the inputs
     np.testing.assert_allclose(res.cka_out[3], cka_with_features(layers["block3"], z))
 
@@ -252,11 +263,13 @@ def test_run_flow_writes_outputs(tmp_path: Path, tiny_spec, tiny_images) -> None
     assert len(table) == res.n_blocks * res.n_features == 2 * 5
     per_feature = pd.read_parquet(run / "flow_features.parquet")
     np.testing.assert_array_equal(per_feature["teleport_depth"], res.teleport_depth)
+    np.testing.assert_allclose(per_feature["skip_share"], res.skip_share)
     feats = pd.read_parquet(run / "features.parquet")
     np.testing.assert_array_equal(feats["teleport_depth"], res.teleport_depth)
     summary = json.loads((run / "flow.json").read_text())
     assert summary["config"]["n_folds"] == 3 and "numpy" in summary["versions"]
-    assert "teleport_spearman" in summary
+    assert "teleport_spearman" in summary and "skip_share_spearman" in summary
+    assert sum(summary["teleport_depth_counts"]) == res.n_features
     assert (run / "figures" / "flow.png").stat().st_size > 1000
     # iv_out repeats the complexity stage (same layers, folds, seed)
     with np.load(run / "complexity.npz") as f:

@@ -24,6 +24,17 @@ main branch still adds what the skip path lacks. A low depth means the feature i
 present, and handed on by the skip path, early in the network. The paper's finding predicts a
 positive correlation between teleport depth and complexity ``K``.
 
+The depth is a hard threshold on the *last* blocks too, and the last block's output is the one
+the penultimate vector (hence ``z``) is pooled from, so on small networks most features can end
+up "never" at the default 0.9 (ResNet-20 on CIFAR-10 does). A continuous companion is the
+**skip share**, the fraction of the block outputs' ``I_V`` that the skip branches carry, summed
+over blocks::
+
+    skip_share = sum_l I_V(S_l -> z) / sum_l I_V(a_l -> z)        (nan when the sum is < eps)
+
+(an identity skip carries the previous block's output, so values slightly above 1 are possible).
+The paper's finding predicts a negative correlation between skip share and ``K``.
+
 Blocks are 0-indexed in forward order; ``blocks`` holds their names.
 """
 
@@ -45,6 +56,7 @@ __all__ = [
     "FlowResult",
     "flow_scores",
     "teleport_depth",
+    "skip_share",
     "teleport_correlation",
     "flow_table",
     "flow_summary",
@@ -77,6 +89,8 @@ class FlowResult:
         debiased: whether CKA used the unbiased HSIC.
         features: ``(k,)`` feature ids (column order of ``Z``).
         config: the remaining settings (``n_folds``, ``seed``, ``eps``), for the record.
+        skip_share: ``(k,)`` ``sum_l iv_skip / sum_l iv_out`` (module docstring); ``None`` when
+            ``I_V`` was not computed.
     """
 
     blocks: list[str]
@@ -92,6 +106,7 @@ class FlowResult:
     debiased: bool
     features: np.ndarray
     config: dict[str, Any] = field(default_factory=dict)
+    skip_share: np.ndarray | None = None
 
     @property
     def n_blocks(self) -> int:
@@ -199,7 +214,7 @@ def flow_scores(
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)  # constant features -> nan
                     cka[branch][i] = cka_with_features(np.asarray(d[name]), Z, debiased=debiased)
-    depth = None
+    depth = share = None
     if measure in ("iv", "both"):
         from ..complexity import complexity
 
@@ -211,6 +226,7 @@ def flow_scores(
         per_layer = np.asarray(res.per_layer, dtype=np.float64).reshape(len(_BRANCHES), len(blocks), k)
         iv = dict(zip(_BRANCHES, per_layer))
         depth = teleport_depth(iv["skip"], iv["out"], threshold, eps=eps)
+        share = skip_share(iv["skip"], iv["out"], eps=eps)
     return FlowResult(
         blocks=blocks,
         cka_skip=cka["skip"], cka_main=cka["main"], cka_out=cka["out"],
@@ -218,6 +234,7 @@ def flow_scores(
         teleport_depth=depth, measure=measure, threshold=float(threshold), debiased=bool(debiased),
         features=ids, config={"n_folds": n_folds, "seed": seed, "eps": eps,
                               "alphas": None if alphas is None else list(alphas)},
+        skip_share=share,
     )
 
 
@@ -250,6 +267,28 @@ def teleport_depth(
     n_blocks = ok.shape[0]
     # the first b with suffix_ok[b]; suffix_ok is monotone (False... then True...), so count Falses
     return (n_blocks - suffix_ok.sum(axis=0)).astype(np.int64)
+
+
+def skip_share(iv_skip: np.ndarray, iv_out: np.ndarray, *, eps: float = DEFAULT_EPS) -> np.ndarray:
+    """Fraction of the block outputs' ``I_V`` carried by the skip branches, summed over blocks.
+
+    Args:
+        iv_skip, iv_out: ``(n_blocks, k)``.
+        eps: a feature whose summed output ``I_V`` is below this gets ``nan`` (nothing to share).
+
+    Returns:
+        ``(k,)`` float64, ``sum_l iv_skip[l] / sum_l iv_out[l]``.
+    """
+    iv_skip = np.asarray(iv_skip, dtype=np.float64)
+    iv_out = np.asarray(iv_out, dtype=np.float64)
+    if iv_skip.ndim != 2 or iv_skip.shape != iv_out.shape:
+        raise ValueError(
+            f"iv_skip and iv_out must both be (n_blocks, k); got {iv_skip.shape} and {iv_out.shape}"
+        )
+    total = iv_out.sum(axis=0)
+    out = np.full(total.shape, np.nan)
+    np.divide(iv_skip.sum(axis=0), total, out=out, where=total >= eps)
+    return out
 
 
 def teleport_correlation(depth: np.ndarray, complexity: np.ndarray) -> tuple[float, float]:
@@ -315,8 +354,9 @@ def flow_summary(result: FlowResult, complexity: np.ndarray) -> dict[str, Any]:
 
     Returns:
         ``{"blocks", "n_features", "measure", "threshold", "debiased", "teleport_spearman":
-        {"rho", "p_value"}, "groups": {"simple"|"middle"|"complex": {"n", "complexity_min",
-        "complexity_max", "mean_teleport_depth", "never_teleported", "cka_skip", "cka_main",
+        {"rho", "p_value"}, "teleport_depth_counts" (n_blocks + 1,), "skip_share_spearman",
+        "groups": {"simple"|"middle"|"complex": {"n", "complexity_min", "complexity_max",
+        "mean_teleport_depth", "never_teleported", "mean_skip_share", "cka_skip", "cka_main",
         "cka_out", "iv_skip", "iv_main", "iv_out"}}}`` where the curves are per-block lists.
     """
     K = np.asarray(complexity, dtype=np.float64)
@@ -334,6 +374,12 @@ def flow_summary(result: FlowResult, complexity: np.ndarray) -> dict[str, Any]:
     if result.teleport_depth is not None:
         rho, p = teleport_correlation(result.teleport_depth, K)
         out["teleport_spearman"] = {"rho": rho, "p_value": p}
+        out["teleport_depth_counts"] = np.bincount(result.teleport_depth,
+                                                   minlength=result.n_blocks + 1).tolist()
+    if result.skip_share is not None:
+        ok = np.isfinite(result.skip_share)
+        rho, p = teleport_correlation(result.skip_share[ok], K[ok])
+        out["skip_share_spearman"] = {"rho": rho, "p_value": p}
     groups: dict[str, Any] = {}
     for gname, idx in complexity_groups(K).items():
         g: dict[str, Any] = {
@@ -344,6 +390,8 @@ def flow_summary(result: FlowResult, complexity: np.ndarray) -> dict[str, Any]:
         if result.teleport_depth is not None and len(idx):
             g["mean_teleport_depth"] = float(result.teleport_depth[idx].mean())
             g["never_teleported"] = float((result.teleport_depth[idx] == result.n_blocks).mean())
+        if result.skip_share is not None and len(idx):
+            g["mean_skip_share"] = _nanmean_rows(result.skip_share[None, :], idx)[0]
         for name in ("cka_skip", "cka_main", "cka_out", "iv_skip", "iv_main", "iv_out"):
             g[name] = _nanmean_rows(getattr(result, name), idx)
         groups[gname] = g
@@ -472,10 +520,11 @@ def run_flow(
     repeats the complexity stage's numbers. Writes:
 
     - ``flow.parquet``: :func:`flow_table`;
-    - ``flow_features.parquet``: ``feature, complexity, teleport_depth`` (when ``I_V`` is measured);
+    - ``flow_features.parquet``: ``feature, complexity, teleport_depth, skip_share`` (when ``I_V``
+      is measured);
     - ``flow.json``: :func:`flow_summary` plus config and package versions;
     - ``figures/flow.png``: :func:`plot_flow`;
-    - a ``teleport_depth`` column added to ``features.parquet`` (when it exists).
+    - ``teleport_depth`` and ``skip_share`` columns added to ``features.parquet`` (when it exists).
 
     Raises:
         FileNotFoundError: a missing input, with the command that makes it.
@@ -533,14 +582,15 @@ def run_flow(
     write_json(run_dir / "flow.json", summary)
     if result.teleport_depth is not None:
         per_feature = pd.DataFrame({"feature": ids, "complexity": K,
-                                    "teleport_depth": result.teleport_depth})
+                                    "teleport_depth": result.teleport_depth,
+                                    "skip_share": result.skip_share})
         write_parquet(run_dir / "flow_features.parquet", per_feature)
         feats_path = run_dir / "features.parquet"
         if feats_path.exists():
             frame = pd.read_parquet(feats_path)
-            depth_of = dict(zip(ids.tolist(), result.teleport_depth.tolist()))
             key = frame["feature"] if "feature" in frame.columns else pd.Series(np.arange(len(frame)))
-            frame["teleport_depth"] = key.map(depth_of).to_numpy()
+            for col in ("teleport_depth", "skip_share"):
+                frame[col] = key.map(dict(zip(ids.tolist(), per_feature[col].tolist()))).to_numpy()
             write_parquet(feats_path, frame)
     save_figure(run_dir / "figures" / "flow.png", plot_flow(result, K))
     return result
