@@ -57,7 +57,7 @@ _TORCHVISION_BLOCKS: dict[str, tuple[int, ...]] = {
 _CIFAR_DEPTHS = (20, 32, 44, 56, 110)  # mirrors cifar_resnet.CIFAR_DEPTHS without importing torch
 _CIFAR = tuple(f"cifar-resnet{d}" for d in _CIFAR_DEPTHS)
 _SMALL = "small-resnet"
-_SMALL_KWARGS = ("widths", "blocks_per_stage", "in_channels")
+_SMALL_KWARGS = ("widths", "blocks_per_stage", "in_channels", "stem_stride")
 # wrapper keys under which training scripts commonly store the weights
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network")
 # prefixes added by nn.DataParallel / DistributedDataParallel and torch.compile
@@ -108,8 +108,9 @@ def build_model(
             CIFAR-10 names for a 10-class CIFAR ResNet).
         seed: seeds the random initialisation (the global torch RNG is left untouched).
         **family_kwargs: ``small-resnet`` only: ``widths`` (default ``(16, 32, 64)``),
-            ``blocks_per_stage`` (default 2), ``in_channels`` (default 3). When a checkpoint is
-            given and these are not, they are read from the checkpoint.
+            ``blocks_per_stage`` (default 2), ``in_channels`` (default 3), ``stem_stride`` (1 or 2,
+            default 1). When a checkpoint is given, widths, blocks and channels not given are read
+            from it (the stride leaves no trace in the weights: pass it).
 
     Returns:
         A validated :class:`ModelSpec` in eval mode, with ``build_args`` set so that
@@ -185,8 +186,11 @@ def _build(
     blocks = family_kwargs.get("blocks_per_stage", 2)
     blocks = int(blocks) if isinstance(blocks, int) else [int(b) for b in blocks]
     in_channels = int(family_kwargs.get("in_channels", 3))
-    module = SmallResNet(widths=widths, blocks_per_stage=blocks, num_classes=num_classes or 10, in_channels=in_channels)
-    resolved = {"widths": widths, "blocks_per_stage": blocks, "in_channels": in_channels}
+    stem_stride = int(family_kwargs.get("stem_stride", 1))
+    module = SmallResNet(
+        widths=widths, blocks_per_stage=blocks, num_classes=num_classes or 10, in_channels=in_channels, stem_stride=stem_stride
+    )
+    resolved = {"widths": widths, "blocks_per_stage": blocks, "in_channels": in_channels, "stem_stride": stem_stride}
     return small_spec(module, name=key, class_names=names), resolved
 
 
@@ -271,8 +275,6 @@ def read_state_dict(path: str | Path) -> "dict[str, torch.Tensor]":
         FileNotFoundError: no file at ``path``.
         ValueError: the file is not a torch checkpoint, or holds no state dict.
     """
-    import pickle
-
     import torch
 
     path = Path(path).expanduser()
@@ -280,7 +282,7 @@ def read_state_dict(path: str | Path) -> "dict[str, torch.Tensor]":
         raise FileNotFoundError(f"checkpoint not found: '{path}' (resolved: '{path.resolve()}')")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError):
+    except Exception:  # noqa: BLE001 - the safe loader fails in many ways on non-tensor pickles
         try:
             obj = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc:  # noqa: BLE001 - any failure means "not a readable checkpoint"
