@@ -1,0 +1,178 @@
+"""Evidence for a feature: its top-activating images and its concept heatmaps.
+
+Notation (docs/ARCHITECTURE.md): ``Z`` codes ``(n_images, k)``, ``D`` dictionary ``(k, d)``.
+
+A concept heatmap applies the dictionary *locally*: the spatial layer's output ``(b, d, h, w)``
+(the map whose global average pool is the penultimate vector) is read as ``b * h * w`` vectors of
+``R^d``, each is encoded against the **whole** dictionary with the same non-negative least squares
+as the images' codes, and feature ``i``'s code at every position, upsampled to the input size,
+shows where in the image the feature is. Encoding against the whole ``D`` (not ``d_i`` alone)
+matters: a position explained better by another atom gets ``z_i = 0`` there, as in the image-level
+codes.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from feature_complexity.models.spec import ModelSpec
+
+__all__ = ["top_images", "spatial_output", "concept_heatmaps", "overlay"]
+
+
+def top_images(Z: np.ndarray, feature: int, n_top: int) -> np.ndarray:
+    """Indices of the ``n_top`` images with the largest code for ``feature``, largest first.
+
+    Args:
+        Z: ``(n_images, k)`` codes.
+        feature: feature id (column of ``Z``).
+        n_top: how many images.
+
+    Returns:
+        ``(min(n_top, n_images),)`` int64 indices; ties are broken by the lower index (stable).
+    """
+    Z = np.asarray(Z)
+    if Z.ndim != 2:
+        raise ValueError(f"Z must be a 2-D (n_images, k) array of codes, got shape {Z.shape}")
+    if not 0 <= feature < Z.shape[1]:
+        raise ValueError(f"feature {feature} does not exist: Z has {Z.shape[1]} features (0 .. {Z.shape[1] - 1})")
+    if n_top < 1:
+        raise ValueError(f"n_top must be >= 1, got {n_top}")
+    # stable sort on the negated column keeps ties in index order: reproducible galleries
+    order = np.argsort(-Z[:, feature], kind="stable")
+    return order[: min(n_top, Z.shape[0])].astype(np.int64)
+
+
+@contextmanager
+def _hook_output(module: "torch.nn.Module") -> Iterator[dict]:
+    """Record ``module``'s output on every forward; the hook is always removed."""
+    box: dict = {}
+
+    def hook(_m, _inp, out):
+        # clone: ResNet blocks add their skip in place, which would change a bare reference
+        box["out"] = out.detach().clone()
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield box
+    finally:
+        handle.remove()
+
+
+def spatial_output(spec: "ModelSpec", images: "torch.Tensor", *, device: str = "cpu") -> "torch.Tensor":
+    """Output of ``spec.spatial`` for a batch of normalised images.
+
+    Args:
+        images: ``(b, 3, H, W)`` normalised tensor (as the dataset returns it).
+
+    Returns:
+        ``(b, d, h, w)`` float32 tensor on the CPU.
+    """
+    import torch
+
+    if images.dim() != 4:
+        raise ValueError(f"images must be a (b, 3, H, W) tensor, got shape {tuple(images.shape)}")
+    module = spec.module.to(device).eval()
+    with _hook_output(spec.get(spec.spatial)) as box, torch.no_grad():
+        module(images.to(device))
+    out = box["out"]
+    if out.dim() != 4:
+        raise ValueError(
+            f"the spatial layer '{spec.spatial}' of model '{spec.name}' gives a tensor of shape "
+            f"{tuple(out.shape)}, not (b, d, h, w); set ModelSpec.spatial_layer to the last "
+            "convolutional block"
+        )
+    return out.float().cpu()
+
+
+def _encode(A: np.ndarray, D: np.ndarray, device: str) -> np.ndarray:
+    try:
+        from feature_complexity.features import encode
+    except ImportError:  # package __init__ not written yet: same function, defining module
+        from feature_complexity.features.nnls import encode
+    return np.asarray(encode(A, D, device=device))
+
+
+def concept_heatmaps(
+    spec: "ModelSpec",
+    images: "torch.Tensor",
+    D: np.ndarray,
+    features: Sequence[int],
+    *,
+    device: str = "cpu",
+) -> np.ndarray:
+    """Per-position codes of the chosen features, upsampled to the image size.
+
+    Args:
+        spec: the model.
+        images: ``(b, 3, H, W)`` normalised tensor.
+        D: ``(k, d)`` dictionary; ``d`` must equal the spatial layer's channels.
+        features: feature ids to return.
+        device: where the model and the NNLS run.
+
+    Returns:
+        ``(b, len(features), H, W)`` float32, non-negative (bilinear upsampling of non-negative
+        codes stays non-negative up to rounding; values are clipped at 0).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    D = np.asarray(D, dtype=np.float32)
+    features = [int(f) for f in features]
+    if D.ndim != 2:
+        raise ValueError(f"D must be a (k, d) dictionary, got shape {D.shape}")
+    bad = [f for f in features if not 0 <= f < D.shape[0]]
+    if bad:
+        raise ValueError(f"features {bad} do not exist: the dictionary has {D.shape[0]} atoms")
+    fmap = spatial_output(spec, images, device=device)  # (b, d, h, w)
+    b, d, h, w = fmap.shape
+    if d != D.shape[1]:
+        raise ValueError(
+            f"the spatial layer '{spec.spatial}' has {d} channels but the dictionary atoms have "
+            f"{D.shape[1]}: the dictionary was fitted on another layer or model"
+        )
+    A = fmap.permute(0, 2, 3, 1).reshape(b * h * w, d).numpy()
+    Z = _encode(A, D, device)[:, features]  # (b*h*w, m)
+    maps = torch.from_numpy(np.ascontiguousarray(Z, dtype=np.float32)).reshape(b, h, w, len(features))
+    maps = maps.permute(0, 3, 1, 2)
+    H, W = images.shape[-2:]
+    up = F.interpolate(maps, size=(H, W), mode="bilinear", align_corners=False)
+    return up.clamp_min(0).numpy()
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, *, alpha: float = 0.55, vmax: float | None = None,
+            cmap: str = "inferno") -> np.ndarray:
+    """Blend a heatmap over an image.
+
+    Args:
+        image: ``(H, W, 3)`` uint8.
+        heat: ``(H, W)`` non-negative map (any scale).
+        alpha: maximal opacity of the heatmap; the opacity grows with the heat so that cold
+            regions show the image untouched.
+        vmax: value mapped to full colour; ``None``: the map's maximum (so each image is
+            normalised on its own; pass a shared value to compare images).
+        cmap: matplotlib colormap name.
+
+    Returns:
+        ``(H, W, 3)`` uint8.
+    """
+    from matplotlib import colormaps
+
+    image = np.asarray(image)
+    heat = np.asarray(heat, dtype=np.float64)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+    if heat.shape != image.shape[:2]:
+        raise ValueError(f"heat has shape {heat.shape} but the image is {image.shape[:2]}")
+    top = float(np.nanmax(heat)) if vmax is None else float(vmax)
+    h = np.clip(heat / top, 0.0, 1.0) if top > 0 else np.zeros_like(heat)
+    rgb = colormaps[cmap](h)[..., :3]
+    a = (alpha * h)[..., None]
+    out = (1 - a) * image.astype(np.float64) / 255.0 + a * rgb
+    return np.clip(np.round(out * 255), 0, 255).astype(np.uint8)
