@@ -121,6 +121,25 @@ def test_batched_equals_loop(debiased: bool, n: int, p: int) -> None:
         np.testing.assert_allclose(got, [_kernel_cka(X, Z[:, j]) for j in range(9)], atol=1e-12)
 
 
+@pytest.mark.parametrize("debiased", [False, True])
+def test_chunked_torch_and_memmap_paths_agree(debiased: bool, tmp_path) -> None:
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(53, 5)) + 3.0
+    Z = np.abs(X[:, :2] @ rng.normal(size=(2, 4)) + rng.normal(size=(53, 4)))
+    Z[:, 2] = 1.5  # a constant feature among them
+    ref = np.array([linear_cka(X, Z[:, j], debiased=debiased) for j in range(4)])
+    assert np.isnan(ref[2])
+    np.save(tmp_path / "X.npy", X.astype(np.float32))
+    Xm = np.load(tmp_path / "X.npy", mmap_mode="r")  # read-only memmap, float32
+    for got in (
+        cka_with_features(X, Z, debiased=debiased, batch_size=7),  # 8 chunks, the last one short
+        cka_with_features(X, Z, debiased=debiased, device="cpu", batch_size=16),  # torch path
+        cka_with_features(Xm, Z, debiased=debiased, batch_size=10),
+    ):
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-7, equal_nan=True)
+
+
 def test_constant_feature_is_nan_and_others_unaffected() -> None:
     rng = np.random.default_rng(4)
     X = rng.normal(size=(20, 4))
@@ -140,3 +159,9 @@ def test_bad_input() -> None:
         cka_with_features(X, np.ones((5, 1)))
     with pytest.raises(ValueError, match="shape"):
         linear_cka(np.ones((5, 2, 2)), np.ones((5, 1)))
+    with pytest.raises(ValueError, match="shape"):
+        cka_with_features(np.ones((5, 2, 2)), np.ones((5, 1)))
+    with pytest.raises(ValueError, match="batch_size"):
+        cka_with_features(np.ones((5, 2)), np.ones((5, 1)), batch_size=0)
+    # nested lists are accepted like arrays
+    assert cka_with_features([[0.0, 1.0], [1.0, 0.0], [2.0, 2.0]], [1.0, 2.0, 4.0]).shape == (1,)

@@ -129,40 +129,141 @@ def _gram_like(M: np.ndarray) -> np.ndarray:
     return M.T @ M if M.shape[1] <= M.shape[0] else M @ M.T
 
 
-def cka_with_features(X: np.ndarray, Z: np.ndarray, *, debiased: bool = False) -> np.ndarray:
+def cka_with_features(
+    X: np.ndarray,
+    Z: np.ndarray,
+    *,
+    debiased: bool = False,
+    device: str | None = None,
+    batch_size: int = 8192,
+) -> np.ndarray:
     """Linear CKA between one layer and every feature column, vectorised over features.
 
     For one centred feature ``z`` (a single column, so ``||zᵀz||_F = ||z||²``)::
 
         CKA(X, z) = ||Xᵀ z||² / (||XᵀX||_F ||z||²)
 
-    When ``n < p`` the ``n × n`` Gram matrix ``G = X Xᵀ`` is used instead of ``X`` itself
+    The sums are accumulated over row chunks of ``batch_size`` images (two passes: means, then
+    centred products), so memory is ``O(p (p + k))`` whatever ``n_images``, and ``X``/``Z`` may
+    be ``np.memmap``. When ``n < p`` the ``n × n`` Gram matrix ``G = X Xᵀ`` is used instead
     (``||Xᵀz||² = zᵀ G z``), which is cheaper for wide layers on few images.
 
     Args:
         X: ``(n_images, p)`` pooled activations of one layer or branch.
         Z: ``(n_images, k)`` feature values (codes); a 1-D array is one feature.
         debiased: use the unbiased HSIC estimator (needs ``n_images >= 4``).
+        device: ``None``: numpy on the CPU. A torch device (``"cuda"``, ``"cpu"``): the same
+            float64 arithmetic in torch on that device (for large ``n p k``).
+        batch_size: rows per chunk.
 
     Returns:
         ``(k,)`` float64, one CKA per feature; ``nan`` for a constant feature (or a constant layer).
     """
-    Xc, Zc = _as_2d("X", X), _as_2d("Z", Z)
-    n, p = Xc.shape
-    if Zc.shape[0] != n:
-        raise ValueError(f"X has {n} images but Z has {Zc.shape[0]}; they must describe the same images")
+    X = X if hasattr(X, "shape") and getattr(X, "ndim", 0) == 2 else _shape_2d("X", X)
+    Z = Z if hasattr(Z, "shape") and getattr(Z, "ndim", 0) == 2 else _shape_2d("Z", Z)
+    n, p = X.shape
+    k = Z.shape[1]
+    if Z.shape[0] != n:
+        raise ValueError(f"X has {n} images but Z has {Z.shape[0]}; they must describe the same images")
+    if n < 2:
+        raise ValueError(f"X has {n} image(s); CKA needs at least 2 images (rows)")
     if debiased:
         _check_debiased_n(n)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if n < p:  # few images, wide layer: the n × n path, in memory (n is small by definition)
+        return _cka_with_features_gram(_as_2d("X", X), _as_2d("Z", Z), np.asarray(X), np.asarray(Z), debiased)
+
+    to = _backend(device)
+    chunks = [(a, min(a + batch_size, n)) for a in range(0, n, batch_size)]
+
+    def rows(M: np.ndarray, name: str, a: int, b: int):
+        block = np.asarray(M[a:b], dtype=np.float64)
+        if not np.all(np.isfinite(block)):
+            raise ValueError(f"{name} contains NaN or infinite values; clean the activations first")
+        return to(block)
+
+    # pass 1: column means and raw sums of squares (for the constant-column test)
+    sx, sz, qx, qz = to(np.zeros(p)), to(np.zeros(k)), to(np.zeros(p)), to(np.zeros(k))
+    for a, b in chunks:
+        Xb, Zb = rows(X, "X", a, b), rows(Z, "Z", a, b)
+        sx, sz = sx + Xb.sum(axis=0), sz + Zb.sum(axis=0)
+        qx, qz = qx + (Xb**2).sum(axis=0), qz + (Zb**2).sum(axis=0)
+    mx, mz = sx / n, sz / n
+    # pass 2: centred cross products; every term below is a sum over images
+    xtx, xtz = to(np.zeros((p, p))), to(np.zeros((p, k)))
+    z2, z4, rxz2 = to(np.zeros(k)), to(np.zeros(k)), to(np.zeros(k))
+    rx_sum = rx_sq = 0.0
+    for a, b in chunks:
+        Xb, Zb = rows(X, "X", a, b) - mx, rows(Z, "Z", a, b) - mz
+        xtx = xtx + Xb.T @ Xb
+        xtz = xtz + Xb.T @ Zb
+        Zb2 = Zb**2
+        z2 = z2 + Zb2.sum(axis=0)
+        if debiased:
+            rx = (Xb**2).sum(axis=1)  # (b,) squared row norms of centred X
+            rxz2 = rxz2 + rx @ Zb2
+            z4 = z4 + (Zb2**2).sum(axis=0)
+            rx_sum += float(rx.sum())
+            rx_sq += float((rx**2).sum())
+    xtx, xtz, z2, z4, rxz2, qx, qz = (_numpy(t) for t in (xtx, xtz, z2, z4, rxz2, qx, qz))
+    # centring a constant column leaves rounding noise, not zeros: treat it as exactly constant
+    if float(np.trace(xtx)) <= 1e-20 * max(float(qx.sum()), 1e-300):
+        return np.full(k, np.nan)
+    constant = z2 <= 1e-20 * np.maximum(qz, 1e-300)
+    num = np.sum(xtz**2, axis=0)  # ||Xᵀz||² per feature, (k,)
+    xx = float(np.sum(xtx**2))  # ||XᵀX||²_F
+    ztz = z2**2  # ||zᵀz||²_F = ||z||⁴ for one column, (k,)
+    if not debiased:
+        out = _safe_ratio(num, np.sqrt(xx * ztz))
+    else:
+        c1, c2 = n / (n - 2.0), 1.0 / ((n - 1.0) * (n - 2.0))
+        hxz = num - c1 * rxz2 + c2 * rx_sum * z2  # see _debiased_hsic, one column per feature
+        hxx = xx - c1 * rx_sq + c2 * rx_sum**2
+        hzz = ztz - c1 * z4 + c2 * ztz
+        out = _safe_ratio(hxz, np.sqrt(max(hxx, 0.0) * np.maximum(hzz, 0.0)))
+    out[constant] = np.nan
+    return out
+
+
+def _shape_2d(name: str, M: object) -> np.ndarray:
+    """A 1-D array becomes one column; anything else that is not 2-D is an error."""
+    M = np.asarray(M)
+    if M.ndim == 1:
+        return M[:, None]
+    if M.ndim == 2:
+        return M
+    raise ValueError(f"{name} must have shape (n_images, n_dims); got an array of shape {M.shape}")
+
+
+def _backend(device: str | None):
+    """A converter from float64 numpy chunks to the arrays the accumulation runs on."""
+    if device is None:
+        return lambda a: a
+    import torch
+
+    dev = torch.device(device)
+    return lambda a: torch.as_tensor(a, dtype=torch.float64, device=dev)
+
+
+def _numpy(t: object) -> np.ndarray:
+    if isinstance(t, np.ndarray):
+        return t
+    return t.detach().cpu().numpy()  # type: ignore[attr-defined]
+
+
+def _cka_with_features_gram(
+    Xc: np.ndarray, Zc: np.ndarray, X: np.ndarray, Z: np.ndarray, debiased: bool
+) -> np.ndarray:
+    """The ``n < p`` path of :func:`cka_with_features` on centred in-memory arrays."""
+    n = Xc.shape[0]
     if _constant_columns(X, Xc).all():
         return np.full(Zc.shape[1], np.nan)
+    Zc = Zc.copy()
     Zc[:, _constant_columns(Z, Zc)] = 0.0  # exact zeros: their CKA becomes 0/0 -> nan below
-    if n < p:
-        G = Xc @ Xc.T  # (n, n)
-        xtz = np.einsum("ik,ik->k", Zc, G @ Zc)  # ||Xᵀz||² per feature, (k,)
-        xtx = float(np.sum(G**2))
-    else:
-        xtz = np.sum((Xc.T @ Zc) ** 2, axis=0)  # (k,)
-        xtx = float(np.sum((Xc.T @ Xc) ** 2))
+    G = Xc @ Xc.T  # (n, n)
+    xtz = np.einsum("ik,ik->k", Zc, G @ Zc)  # ||Xᵀz||² per feature, (k,)
+    xtx = float(np.sum(G**2))
     z2 = Zc**2  # (n, k): squared row norms of each one-column feature
     ztz = np.sum(z2, axis=0) ** 2  # ||zᵀz||²_F = ||z||⁴ for one column: (k,)
     if not debiased:

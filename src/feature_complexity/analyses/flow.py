@@ -175,7 +175,8 @@ def flow_scores(
         Z: ``(n_images, k)`` feature values (codes).
         measure: ``"cka"``, ``"iv"`` or ``"both"``.
         debiased: debiased CKA (unbiased HSIC; needs ``n_images >= 4``).
-        n_folds, seed, alphas, device: passed to the complexity engine for ``I_V``.
+        n_folds, seed, alphas: passed to the complexity engine for ``I_V``.
+        device: torch device of the ``I_V`` probes and, when not ``"cpu"``, of the CKA sums.
         threshold, eps: teleport depth (see :func:`teleport_depth`).
         features: ``(k,)`` feature ids for the tables (default ``0..k-1``).
 
@@ -185,7 +186,7 @@ def flow_scores(
     _check_measure(measure)
     _check_threshold(threshold)
     blocks = _block_order(layers, skip, main)
-    Z = np.asarray(Z, dtype=np.float64)
+    Z = np.asarray(Z)  # no dtype cast: a float32 memmap stays on disk, chunks are read as needed
     if Z.ndim == 1:
         Z = Z[:, None]
     if Z.ndim != 2:
@@ -209,11 +210,13 @@ def flow_scores(
     if measure in ("cka", "both"):
         from .cka import cka_with_features
 
+        cka_device = None if str(device) == "cpu" else device  # numpy on the CPU, torch elsewhere
+
         for branch, d in sources.items():
             for i, name in enumerate(blocks):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)  # constant features -> nan
-                    cka[branch][i] = cka_with_features(np.asarray(d[name]), Z, debiased=debiased)
+                    cka[branch][i] = cka_with_features(d[name], Z, debiased=debiased, device=cka_device)
     depth = share = None
     if measure in ("iv", "both"):
         from ..complexity import complexity
@@ -556,7 +559,7 @@ def run_flow(
             "`feature-complexity run` with branch capture (on a model whose ModelSpec.branches "
             "describes its residual blocks) into a fresh folder"
         )
-    Z = np.load(codes_path)
+    Z = np.load(codes_path, mmap_mode="r")
     K, ids = _load_complexity(run_dir, Z.shape[1])
 
     manifest_cfg: dict[str, Any] = {}
