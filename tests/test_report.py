@@ -229,6 +229,7 @@ def test_report_missing_run_folder_messages(tmp_path):
         build_report(tmp_path)
 
 
+@pytest.mark.slow  # NNLS on a loaded 2-core machine: ~10 s
 def test_evidence_is_rendered_once_and_resumable(tmp_path):
     from PIL import Image
 
@@ -275,6 +276,7 @@ def _requested_urls(driver) -> list[str]:
 
 
 @pytest.mark.browser
+@pytest.mark.slow
 def test_report_in_headless_chromium(tmp_path):
     import pandas as pd
     from selenium.webdriver.common.by import By

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from feature_complexity.models.spec import ModelSpec
 
-__all__ = ["top_images", "spatial_output", "concept_heatmaps", "overlay"]
+__all__ = ["top_images", "spatial_output", "position_codes", "concept_heatmaps", "upsample", "overlay"]
 
 
 def top_images(Z: np.ndarray, feature: int, n_top: int) -> np.ndarray:
@@ -99,6 +99,51 @@ def _encode(A: np.ndarray, D: np.ndarray, device: str) -> np.ndarray:
     return np.asarray(encode(A, D, device=device))
 
 
+def position_codes(
+    spec: "ModelSpec",
+    images: "torch.Tensor",
+    D: np.ndarray,
+    *,
+    device: str = "cpu",
+) -> np.ndarray:
+    """NNLS code of every spatial position of the spatial layer against the whole dictionary.
+
+    Args:
+        spec: the model.
+        images: ``(b, 3, H, W)`` normalised tensor.
+        D: ``(k, d)`` dictionary; ``d`` must equal the spatial layer's channels.
+        device: where the model and the NNLS run.
+
+    Returns:
+        ``(b, h, w, k)`` float32 codes (``h, w`` the spatial layer's resolution).
+    """
+    D = np.asarray(D, dtype=np.float32)
+    if D.ndim != 2:
+        raise ValueError(f"D must be a (k, d) dictionary, got shape {D.shape}")
+    fmap = spatial_output(spec, images, device=device)  # (b, d, h, w)
+    b, d, h, w = fmap.shape
+    if d != D.shape[1]:
+        raise ValueError(
+            f"the spatial layer '{spec.spatial}' has {d} channels but the dictionary atoms have "
+            f"{D.shape[1]}: the dictionary was fitted on another layer or model"
+        )
+    A = fmap.permute(0, 2, 3, 1).reshape(b * h * w, d).numpy()
+    return _encode(A, D, device).astype(np.float32, copy=False).reshape(b, h, w, D.shape[0])
+
+
+def upsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear upsampling of ``(..., h, w)`` maps to ``(..., H, W)``, clipped at 0 (bilinear
+    interpolation of non-negative codes is non-negative up to rounding)."""
+    import torch
+    import torch.nn.functional as F
+
+    maps = np.asarray(maps, dtype=np.float32)
+    lead = maps.shape[:-2]
+    t = torch.from_numpy(np.ascontiguousarray(maps)).reshape(-1, 1, *maps.shape[-2:])
+    up = F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False).clamp_min(0)
+    return up.reshape(*lead, *size).numpy()
+
+
 def concept_heatmaps(
     spec: "ModelSpec",
     images: "torch.Tensor",
@@ -117,33 +162,15 @@ def concept_heatmaps(
         device: where the model and the NNLS run.
 
     Returns:
-        ``(b, len(features), H, W)`` float32, non-negative (bilinear upsampling of non-negative
-        codes stays non-negative up to rounding; values are clipped at 0).
+        ``(b, len(features), H, W)`` float32, non-negative.
     """
-    import torch
-    import torch.nn.functional as F
-
-    D = np.asarray(D, dtype=np.float32)
     features = [int(f) for f in features]
-    if D.ndim != 2:
-        raise ValueError(f"D must be a (k, d) dictionary, got shape {D.shape}")
-    bad = [f for f in features if not 0 <= f < D.shape[0]]
+    k = np.asarray(D).shape[0]
+    bad = [f for f in features if not 0 <= f < k]
     if bad:
-        raise ValueError(f"features {bad} do not exist: the dictionary has {D.shape[0]} atoms")
-    fmap = spatial_output(spec, images, device=device)  # (b, d, h, w)
-    b, d, h, w = fmap.shape
-    if d != D.shape[1]:
-        raise ValueError(
-            f"the spatial layer '{spec.spatial}' has {d} channels but the dictionary atoms have "
-            f"{D.shape[1]}: the dictionary was fitted on another layer or model"
-        )
-    A = fmap.permute(0, 2, 3, 1).reshape(b * h * w, d).numpy()
-    Z = _encode(A, D, device)[:, features]  # (b*h*w, m)
-    maps = torch.from_numpy(np.ascontiguousarray(Z, dtype=np.float32)).reshape(b, h, w, len(features))
-    maps = maps.permute(0, 3, 1, 2)
-    H, W = images.shape[-2:]
-    up = F.interpolate(maps, size=(H, W), mode="bilinear", align_corners=False)
-    return up.clamp_min(0).numpy()
+        raise ValueError(f"features {bad} do not exist: the dictionary has {k} atoms")
+    codes = position_codes(spec, images, D, device=device)[..., features]  # (b, h, w, m)
+    return upsample(codes.transpose(0, 3, 1, 2), tuple(images.shape[-2:]))
 
 
 def overlay(image: np.ndarray, heat: np.ndarray, *, alpha: float = 0.55, vmax: float | None = None,

@@ -134,6 +134,8 @@ def render_feature_evidence(
     device: str = "cpu",
     *,
     tile: int = 96,
+    batch_size: int = 32,
+    group_size: int = 64,
 ) -> list[Path]:
     """Write ``evidence/feature_XXXX.png`` for each feature: its ``n_top`` top images (top row)
     and the same images with the feature's concept heatmap overlaid (bottom row).
@@ -149,15 +151,16 @@ def render_feature_evidence(
         n_top: images per feature.
         device: where the model and the NNLS run.
         tile: side in pixels of each image in the PNG (small images are enlarged).
+        batch_size: images per forward pass and NNLS batch.
+        group_size: features whose files are computed together (and written before the next
+            group starts).
 
     Returns:
         the paths of all requested evidence files.
     """
     import torch
-    from PIL import Image
 
-    from feature_complexity.io import atomic_path
-    from feature_complexity.report.heatmaps import concept_heatmaps, overlay, top_images
+    from feature_complexity.report.heatmaps import position_codes, top_images
 
     run_dir = Path(run_dir)
     for name in ("codes.npy", "dictionary.npz"):
@@ -172,30 +175,52 @@ def render_feature_evidence(
         )
     out_dir = run_dir / _EVIDENCE_DIR
     out_dir.mkdir(exist_ok=True)
-    paths = []
-    for f in features:
-        path = out_dir / _evidence_name(f)
-        paths.append(path)
-        if path.exists():
-            continue
-        idx = top_images(np.asarray(Z[:, [int(f)]]), 0, n_top)
-        batch = torch.stack([dataset[int(i)][0] for i in idx])
-        heat = concept_heatmaps(spec, batch, D, [int(f)], device=device)[:, 0]
-        vmax = float(heat.max())  # one scale per feature: the images compare with each other
-        canvas = Image.new("RGB", (tile * len(idx) + 2 * (len(idx) - 1), 2 * tile + 2), (255, 255, 255))
-        for j, i in enumerate(idx):
-            raw = np.asarray(dataset.raw_image(int(i)), dtype=np.uint8)
-            hm = heat[j]
-            if hm.shape != raw.shape[:2]:  # the model's input size differs from the raw image
-                hm = np.asarray(Image.fromarray(hm.astype(np.float32)).resize(raw.shape[1::-1], Image.BILINEAR))
-            resample = Image.NEAREST if raw.shape[0] < tile else Image.BILINEAR
-            top = Image.fromarray(raw).resize((tile, tile), resample)
-            bottom = Image.fromarray(overlay(raw, hm, vmax=vmax)).resize((tile, tile), resample)
-            canvas.paste(top, (j * (tile + 2), 0))
-            canvas.paste(bottom, (j * (tile + 2), tile + 2))
-        with atomic_path(path) as tmp:
-            canvas.save(tmp, format="PNG")
+    paths = [out_dir / _evidence_name(f) for f in features]
+    todo = [int(f) for f, p in zip(features, paths) if not p.exists()]
+    # Features are done in groups: inside a group the union of their top images goes through
+    # the model and the NNLS once (batched), and each group's files are written before the
+    # next starts, so an interrupted run keeps its finished groups.
+    for start in range(0, len(todo), group_size):
+        group = todo[start:start + group_size]
+        tops = {f: top_images(np.asarray(Z[:, [f]]), 0, n_top) for f in group}
+        needed = sorted({int(i) for idx in tops.values() for i in idx})
+        maps: dict[tuple[int, int], np.ndarray] = {}  # (image, feature) -> (h, w) codes
+        for c in range(0, len(needed), batch_size):
+            chunk = needed[c:c + batch_size]
+            batch = torch.stack([dataset[i][0] for i in chunk])
+            codes = position_codes(spec, batch, D, device=device)  # (b, h, w, k)
+            for j, i in enumerate(chunk):
+                for f in group:
+                    if i in tops[f]:
+                        maps[(i, f)] = codes[j, :, :, f].copy()
+        for f in group:
+            _write_evidence(out_dir / _evidence_name(f), [
+                (np.asarray(dataset.raw_image(int(i)), dtype=np.uint8), maps[(int(i), f)]) for i in tops[f]
+            ], tile)
     return paths
+
+
+def _write_evidence(path: Path, items: list[tuple[np.ndarray, np.ndarray]], tile: int) -> None:
+    """One PNG: the images (top row) and their heatmap overlays (bottom row), atomically.
+
+    ``items``: ``(raw image (H, W, 3) uint8, code map (h, w))`` pairs.
+    """
+    from PIL import Image
+
+    from feature_complexity.io import atomic_path
+    from feature_complexity.report.heatmaps import overlay, upsample
+
+    heats = [upsample(m, raw.shape[:2]) for raw, m in items]
+    vmax = max(float(h.max()) for h in heats)  # one scale per feature: its images compare
+    n = len(items)
+    canvas = Image.new("RGB", (tile * n + 2 * (n - 1), 2 * tile + 2), (255, 255, 255))
+    for j, ((raw, _), heat) in enumerate(zip(items, heats)):
+        resample = Image.NEAREST if raw.shape[0] < tile else Image.BILINEAR
+        canvas.paste(Image.fromarray(raw).resize((tile, tile), resample), (j * (tile + 2), 0))
+        over = overlay(raw, heat, vmax=vmax if vmax > 0 else None)
+        canvas.paste(Image.fromarray(over).resize((tile, tile), resample), (j * (tile + 2), tile + 2))
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format="PNG")
 
 
 def render_feature_visualizations(
