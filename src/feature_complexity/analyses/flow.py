@@ -164,6 +164,7 @@ def flow_scores(
     alphas: Sequence[float] | None = None,
     device: str = "cpu",
     features: np.ndarray | None = None,
+    progress: bool = False,
 ) -> FlowResult:
     """CKA and/or ``I_V`` of each block's skip branch, main branch and output with every feature.
 
@@ -179,6 +180,7 @@ def flow_scores(
         device: torch device of the ``I_V`` probes and, when not ``"cpu"``, of the CKA sums.
         threshold, eps: teleport depth (see :func:`teleport_depth`).
         features: ``(k,)`` feature ids for the tables (default ``0..k-1``).
+        progress: progress bars (CKA per block and branch; the engine's per layer).
 
     Returns:
         :class:`FlowResult`; arrays of a measure that was not asked for are ``nan``.
@@ -212,11 +214,16 @@ def flow_scores(
 
         cka_device = None if str(device) == "cpu" else device  # numpy on the CPU, torch elsewhere
 
-        for branch, d in sources.items():
-            for i, name in enumerate(blocks):
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)  # constant features -> nan
-                    cka[branch][i] = cka_with_features(d[name], Z, debiased=debiased, device=cka_device)
+        jobs = [(branch, i, name) for branch in _BRANCHES for i, name in enumerate(blocks)]
+        if progress:
+            from tqdm.auto import tqdm
+
+            jobs = tqdm(jobs, desc="flow CKA", unit="branch")
+        for branch, i, name in jobs:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # constant features -> nan
+                cka[branch][i] = cka_with_features(sources[branch][name], Z, debiased=debiased,
+                                                   device=cka_device)
     depth = share = None
     if measure in ("iv", "both"):
         from ..complexity import complexity
@@ -225,7 +232,8 @@ def flow_scores(
         # one engine call over all 3 * n_blocks arrays: same folds for every branch, and the
         # engine's per-call set-up is paid once
         stacked = {f"{branch}/{name}": sources[branch][name] for branch in _BRANCHES for name in blocks}
-        res = complexity(stacked, Z, n_folds=n_folds, seed=seed, device=device, **kwargs)
+        res = complexity(stacked, Z, n_folds=n_folds, seed=seed, device=device, progress=progress,
+                         **kwargs)
         per_layer = np.asarray(res.per_layer, dtype=np.float64).reshape(len(_BRANCHES), len(blocks), k)
         iv = dict(zip(_BRANCHES, per_layer))
         depth = teleport_depth(iv["skip"], iv["out"], threshold, eps=eps)
@@ -514,6 +522,7 @@ def run_flow(
     seed: int | None = None,
     device: str | None = None,
     eps: float = DEFAULT_EPS,
+    progress: bool = False,
 ) -> FlowResult:
     """Flow analysis of a finished run folder; writes its outputs there, atomically.
 
@@ -528,6 +537,15 @@ def run_flow(
     - ``flow.json``: :func:`flow_summary` plus config and package versions;
     - ``figures/flow.png``: :func:`plot_flow`;
     - ``teleport_depth`` and ``skip_share`` columns added to ``features.parquet`` (when it exists).
+
+    Args:
+        run_dir: the run folder.
+        measure, threshold, debiased, eps: see :func:`flow_scores`.
+        n_folds, seed, device: ``None`` takes the run's manifest value (5, 0, ``"cpu"`` without one).
+        progress: progress bars.
+
+    Returns:
+        the :class:`FlowResult` whose tables were written.
 
     Raises:
         FileNotFoundError: a missing input, with the command that makes it.
@@ -572,7 +590,7 @@ def run_flow(
 
     result = flow_scores(acts.layers, acts.skip, acts.main, Z, measure=measure, debiased=debiased,
                          n_folds=n_folds, seed=seed, threshold=threshold, eps=eps, alphas=alphas,
-                         device=device, features=ids)
+                         device=device, features=ids, progress=progress)
 
     import pandas as pd
 

@@ -21,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="teleport depth: fraction of the block output's I_V the skip branch must carry")
     p.add_argument("--debiased", action="store_true", help="debiased CKA (unbiased HSIC)")
     p.add_argument("--device", default=None, help="device for the I_V probes (default: the run's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_flow)
 
 
@@ -28,7 +29,7 @@ def _flow(args: argparse.Namespace) -> int:
     from feature_complexity.analyses.flow import run_flow
 
     res = run_flow(args.run_dir, measure=args.measure, threshold=args.threshold,
-                   debiased=args.debiased, device=args.device)
+                   debiased=args.debiased, device=args.device, progress=not args.quiet)
     line = f"flow: {res.n_blocks} blocks x {res.n_features} features -> {args.run_dir}/flow.parquet"
     if res.teleport_depth is not None:
         import json
