@@ -377,3 +377,34 @@ def test_spec_from_module_infers_classes_and_rejects_wrong_names():
 def test_importing_models_does_not_import_torch():
     code = "import sys, feature_complexity.models as m; m.known_models(); assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_torchvision_weights_path_without_network(monkeypatch):
+    """The weights branch, with torchvision's download replaced: categories become class names;
+    a failed download gets a message that says what to do."""
+    import urllib.error
+
+    import torchvision.models._api as tv_api
+
+    state = build_model("resnet18", seed=0).module.state_dict()
+    monkeypatch.setattr(tv_api, "load_state_dict_from_url", lambda url, *a, **k: state)
+    spec = build_model("resnet18", weights="IMAGENET1K_V1")
+    assert spec.num_classes == 1000 and spec.class_names[:2] == ["tench", "goldfish"]
+    assert torch.equal(spec.get("fc").weight, state["fc.weight"])
+    assert spec.build_args["weights"] == "IMAGENET1K_V1"
+    with pytest.raises(ValueError, match="1000-class head but num_classes=10"):
+        build_model("resnet18", weights="IMAGENET1K_V1", num_classes=10)
+
+    def offline(url, *a, **k):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(tv_api, "load_state_dict_from_url", offline)
+    with pytest.raises(ValueError, match=r"could not download torchvision weights resnet18\.IMAGENET1K_V1.*--checkpoint"):
+        build_model("resnet18", weights="IMAGENET1K_V1")
+
+
+def test_forced_num_classes_mismatch_points_to_the_checkpoint_head(tmp_path):
+    path = tmp_path / "c20.th"
+    torch.save(build_model("cifar-resnet20", num_classes=10).module.state_dict(), path)
+    with pytest.raises(ValueError, match=r"linear\.weight: checkpoint \(10, 64\) vs model \(100, 64\).*cifar-resnet20 with num_classes=10"):
+        build_model("cifar-resnet20", checkpoint=path, num_classes=100)

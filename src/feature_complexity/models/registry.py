@@ -435,8 +435,6 @@ def _guess_architecture(state: Mapping[str, "torch.Tensor"], *, exclude: str | N
     wanted = {k: tuple(v.shape) for k, v in state.items() if not k.endswith("num_batches_tracked")}
     matches = []
     for cand in candidates:
-        if cand == exclude and cand != _SMALL:  # a small-resnet may just need other widths
-            continue
         try:
             # on the meta device: shapes only, no memory, no initialisation cost
             with torch.device("meta"):
@@ -448,6 +446,8 @@ def _guess_architecture(state: Mapping[str, "torch.Tensor"], *, exclude: str | N
         if have == wanted:
             if cand == _SMALL:
                 matches.append(f"{_SMALL} (widths={kwargs['widths']}, blocks_per_stage={kwargs['blocks_per_stage']})")
+            elif cand == exclude:  # right family, other head: the user forced num_classes
+                matches.append(f"{cand} with num_classes={n_classes}")
             else:
                 matches.append(cand)
     head = f", a {n_classes}-class head" if n_classes else ""

@@ -79,8 +79,20 @@ def torchvision_resnet(name: str, *, weights: str | None = None, num_classes: in
             f"weights {name}.{weights} have a {n_weights}-class head but num_classes={num_classes}; "
             f"drop num_classes, or build with weights=None and load your own --checkpoint"
         )
-    module = torchvision.models.get_model(name, weights=enum_member)
+    try:
+        module = torchvision.models.get_model(name, weights=enum_member)
+    except OSError as exc:  # URLError and friends: offline, proxy, full disk
+        raise ValueError(
+            f"could not download torchvision weights {name}.{key_of(enum_member)} from "
+            f"{enum_member.url}: {exc}. Download them once on a machine with internet (torchvision "
+            f"caches them under ~/.cache/torch), or pass a local file with --checkpoint"
+        ) from exc
     return module, categories
+
+
+def key_of(enum_member: object) -> str:
+    """``ResNet50_Weights.IMAGENET1K_V2`` -> ``"IMAGENET1K_V2"``."""
+    return str(getattr(enum_member, "name", enum_member))
 
 
 def resnet_branches(module: nn.Module) -> "tuple[list[str], dict[str, BlockBranches]]":
