@@ -408,3 +408,14 @@ def test_forced_num_classes_mismatch_points_to_the_checkpoint_head(tmp_path):
     torch.save(build_model("cifar-resnet20", num_classes=10).module.state_dict(), path)
     with pytest.raises(ValueError, match=r"linear\.weight: checkpoint \(10, 64\) vs model \(100, 64\).*cifar-resnet20 with num_classes=10"):
         build_model("cifar-resnet20", checkpoint=path, num_classes=100)
+
+
+@pytest.mark.parametrize("name,n_blocks", [("wide_resnet50_2", 16), ("resnext50_32x4d", 16), ("resnet34", 16)])
+def test_other_torchvision_families_describe_every_block(name, n_blocks):
+    spec = build_model(name)
+    assert len(spec.probe_layers) == n_blocks and spec.probe_layers[-1] == "layer4.2"
+    main = "bn2" if name == "resnet34" else "bn3"
+    assert all(br.main == f"{b}.{main}" for b, br in spec.branches.items())
+    assert [b for b, br in spec.branches.items() if br.skip] == (
+        ["layer2.0", "layer3.0", "layer4.0"] if name == "resnet34" else ["layer1.0", "layer2.0", "layer3.0", "layer4.0"]
+    )
