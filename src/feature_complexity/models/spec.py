@@ -163,6 +163,8 @@ class ModelSpec:
             "mean": list(self.mean),
             "std": list(self.std),
             "branch_capture": bool(self.branches),
+            "build_args": {k: (str(v) if not isinstance(v, (int, float, str, bool, list, tuple, type(None))) else v)
+                           for k, v in self.build_args.items()},
             "n_parameters": int(sum(p.numel() for p in self.module.parameters())),
         }
 
