@@ -225,9 +225,9 @@ def test_plot_flow_returns_a_2x2_figure() -> None:
     # the CKA row draws skip, main and output for each group; the I_V row says "not computed"
     assert len(fig.axes[0].lines) == 3
     assert any("not computed" in t.get_text() for t in fig.axes[2].texts)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    # each plotted curve is the group mean: 4 features split 2/1/1, the simplest = K 0.1 and 0.2
+    np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), res.cka_skip[:, [0, 2]].mean(axis=1))
+    np.testing.assert_allclose(fig.axes[1].lines[1].get_ydata(), res.cka_main[:, 1])  # K = 0.9
 
 
 # ---------------------------------------------------------------------- run folder and CLI

@@ -341,11 +341,12 @@ def complexity_groups(complexity: np.ndarray) -> dict[str, np.ndarray]:
 
     Ties are broken by feature order (stable sort) so the split is deterministic.
     """
+    from ..report.figures import complexity_thirds  # the split the core report's figures use
+
     K = np.asarray(complexity, dtype=np.float64)
     if K.ndim != 1:
         raise ValueError(f"complexity must be (k,), got {K.shape}")
-    order = np.argsort(K, kind="stable")
-    simple, middle, complex_ = np.array_split(order, 3)
+    simple, middle, complex_ = complexity_thirds(K)
     return {"simple": simple, "middle": middle, "complex": complex_}
 
 
@@ -431,15 +432,16 @@ def plot_flow(
     """
     import matplotlib
 
-    matplotlib.use("Agg", force=False)  # headless by default; keeps an interactive backend if set
-    import matplotlib.pyplot as plt
+    matplotlib.use("Agg", force=False)  # headless by default, like report/figures.py
+    from matplotlib.figure import Figure  # no pyplot: no global figure registry to leak into
 
     K = np.asarray(complexity, dtype=np.float64)
     if K.shape != (result.n_features,):
         raise ValueError(f"complexity has shape {K.shape}, the flow result has {result.n_features} features")
     groups = complexity_groups(K)
     x = np.arange(1, result.n_blocks + 1)
-    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5), sharex=True, sharey="row", squeeze=False)
+    fig = Figure(figsize=(10, 6.5), layout="constrained")
+    axes = fig.subplots(2, 2, sharex=True, sharey="row", squeeze=False)
     styles = {"skip": dict(color="tab:blue", ls="-", label="skip (residual) branch"),
               "main": dict(color="tab:orange", ls="--", label="main (conv) branch"),
               "out": dict(color="0.4", ls=":", label="block output")}
@@ -477,7 +479,6 @@ def plot_flow(
     axes[0, 0].legend(fontsize=8, loc="best")
     fig.suptitle(title or "Where features flow: skip vs main branch per block (Fel et al. 2024, Fig. 4)",
                  fontsize=11)
-    fig.tight_layout()
     return fig
 
 

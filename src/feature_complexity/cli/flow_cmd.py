@@ -30,12 +30,19 @@ def _flow(args: argparse.Namespace) -> int:
 
     res = run_flow(args.run_dir, measure=args.measure, threshold=args.threshold,
                    debiased=args.debiased, device=args.device, progress=not args.quiet)
-    line = f"flow: {res.n_blocks} blocks x {res.n_features} features -> {args.run_dir}/flow.parquet"
-    if res.teleport_depth is not None:
-        import json
-        from pathlib import Path
+    import json
+    from pathlib import Path
 
-        rho = json.loads((Path(args.run_dir) / "flow.json").read_text()).get("teleport_spearman", {}).get("rho")
-        line += f"; teleport depth vs complexity: Spearman rho = {rho if rho is None else round(rho, 3)}"
-    print(line)
+    summary = json.loads((Path(args.run_dir) / "flow.json").read_text())
+    print(f"flow: {res.n_blocks} blocks x {res.n_features} features -> {args.run_dir}/flow.parquet, "
+          "flow.json, figures/flow.png")
+    for key, what in (("teleport_spearman", "teleport depth"), ("skip_share_spearman", "skip share")):
+        if key in summary:
+            rho = summary[key].get("rho")
+            print(f"  {what} vs complexity: Spearman rho = "
+                  + (f"{rho:.3f} (p = {summary[key]['p_value']:.2g})" if rho is not None
+                     else "undefined (the same value for every feature)"))
+    if "teleport_depth_counts" in summary:
+        counts = summary["teleport_depth_counts"]
+        print(f"  teleport depth counts per block (last = never): {counts}")
     return 0
