@@ -358,3 +358,39 @@ def test_report_with_10000_features_stays_light(tmp_path):
         assert not errors, errors
     finally:
         driver.quit()
+
+
+# --------------------------------------------------------------------------------- CLI
+def test_cli_report_without_a_rebuildable_model(tmp_path, capsys):
+    from feature_complexity.cli import main
+
+    run = make_run(tmp_path)
+    assert main(["report", str(run), "--embed", "pca"]) == 0
+    err = capsys.readouterr().err
+    assert "no evidence images" in err and "tiny" in err  # names the model it could not rebuild
+    assert "cannot rebuild model" in (run / "report.html").read_text()
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "features.parquet" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_report_rebuilds_model_and_images_from_the_manifest(tmp_path, capsys):
+    """A run of the built-in small ResNet on generated images: the CLI rebuilds both from
+    manifest.json and renders evidence."""
+    from feature_complexity.cli import main
+    from feature_complexity.data.trifeature import trifeature
+    from feature_complexity.models.registry import build_model
+
+    spec = build_model("small-resnet", seed=0)
+    source = trifeature(12, seed=0)
+    run = make_run(tmp_path, k_per_class=2, n_classes=3, n_images=12)
+    d = 64  # small-resnet's penultimate width
+    rng = np.random.default_rng(0)
+    np.savez(run / "dictionary.npz", D=rng.random((6, d)).astype(np.float32), feature_class=np.repeat(np.arange(3), 2))
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["model"] = {**spec.describe(), "checkpoint": None}
+    manifest["data"] = source.describe()
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["report", str(run), "--embed", "pca", "--n-top", "2"]) == 0
+    assert sorted(p.name for p in (run / "evidence").iterdir()) == [f"feature_{i:04d}.png" for i in range(6)]
+    assert "not rendered" not in (run / "report.html").read_text()

@@ -317,6 +317,7 @@ def build_report(
     embed: str = "umap",
     device: str = "cpu",
     seed: int = 0,
+    no_evidence_reason: str | None = None,
 ) -> Path:
     """Write ``run_dir/report.html`` and return its path.
 
@@ -335,6 +336,7 @@ def build_report(
         embed: ``"umap"`` or ``"pca"``, the 2-D embedding of the meta-features figure.
         device: ``"cpu"`` or ``"cuda"``.
         seed: seeds the evidence sample, the clustering and the visualisations.
+        no_evidence_reason: why ``spec``/``dataset`` are missing, shown in the report.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -364,10 +366,10 @@ def build_report(
             render_feature_visualizations(run_dir, spec, vis_ids, spectrum=spectrum,
                                           steps=visualize_steps, seed=seed, device=device)
     else:
+        why = no_evidence_reason or "the model and the probe images were not given"
         notes.append(
-            "Evidence images (top images and concept heatmaps) were not rendered: the model and the "
-            "probe images were not available. Rebuild with `feature-complexity report RUN_DIR` on a "
-            "machine that has them."
+            f"Evidence images (top images and concept heatmaps) were not rendered: {why}. Rebuild "
+            "with `feature-complexity report RUN_DIR` on a machine that has the model and the images."
         )
     # files present from earlier builds count as well (the renderers are resumable)
     ev_dir, vis_dir = run_dir / _EVIDENCE_DIR, run_dir / _VIS_DIR
