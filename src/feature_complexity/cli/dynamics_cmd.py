@@ -36,11 +36,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 …")
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--workers", type=int, default=0)
+    e.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is much faster on a busy shared CPU)")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        import torch
+
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     from feature_complexity.analyses.dynamics import DynamicsConfig, _spec_loader, run_dynamics
     from feature_complexity.train import list_checkpoints
 

@@ -76,11 +76,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e = p.add_argument_group("execution")
     e.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 …")
     e.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
+    e.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is much faster on a busy shared CPU)")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        import torch
+
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     from feature_complexity.models.registry import build_model
     from feature_complexity.train import TrainConfig, train
 
