@@ -65,10 +65,11 @@ def _class_data(seed: int, n_per_class: int, n_classes: int, d: int) -> tuple[np
         (2, 30, 70, 20),  # overcomplete with k > 2d: factored (Z D) Dᵀ route
     ],
 )
-def test_encode_matches_scipy_float64(seed: int, n: int, k: int, d: int) -> None:
+@pytest.mark.parametrize("method", ["active_set", "fista"])
+def test_encode_matches_scipy_float64(seed: int, n: int, k: int, d: int, method: str) -> None:
     A, D = _random_problem(seed, n, k, d)
     Z_ref = _scipy_codes(A, D)
-    Z = encode(A, D, dtype=torch.float64, max_iter=5000)
+    Z = encode(A, D, dtype=torch.float64, max_iter=5000, method=method)
     assert Z.shape == (n, k) and Z.dtype == np.float64
     assert (Z >= 0).all()
     obj, obj_ref = nnls_objective(A, Z, D), nnls_objective(A, Z_ref, D)
@@ -78,10 +79,12 @@ def test_encode_matches_scipy_float64(seed: int, n: int, k: int, d: int) -> None
         np.testing.assert_allclose(Z, Z_ref, atol=1e-4)
 
 
-def test_encode_without_refinement_still_meets_tolerance() -> None:
+def test_encode_fista_without_refinement_still_meets_tolerance() -> None:
     A, D = _random_problem(3, 40, 15, 30)
     Z_ref = _scipy_codes(A, D)
-    Z, info = encode(A, D, dtype=torch.float64, refine=False, max_iter=5000, return_info=True)
+    Z, info = encode(
+        A, D, dtype=torch.float64, method="fista", refine=False, max_iter=5000, return_info=True
+    )
     assert info["max_relative_kkt"] <= 1e-6
     obj, obj_ref = nnls_objective(A, Z, D), nnls_objective(A, Z_ref, D)
     np.testing.assert_allclose(obj, obj_ref, rtol=1e-6)
@@ -97,15 +100,44 @@ def test_encode_float32_default_close_to_scipy() -> None:
     np.testing.assert_allclose(Z, Z_ref, atol=1e-3)
 
 
-def test_encode_planted_sparse_codes_are_recovered() -> None:
+@pytest.mark.parametrize("method, atol", [("active_set", 1e-9), ("fista", 1e-6)])
+def test_encode_planted_sparse_codes_are_recovered(method: str, atol: float) -> None:
     rng = np.random.default_rng(5)
-    k, d, n = 20, 40, 60
+    k, d, n = 20, 40, 20
     D = rng.random((k, d))
     Z_true = rng.random((n, k)) * (rng.random((n, k)) < 0.25)  # sparse, non-negative
     A = Z_true @ D
-    Z = encode(A, D, dtype=torch.float64, max_iter=5000)
-    np.testing.assert_allclose(Z, Z_true, atol=1e-6)
+    Z = encode(A, D, dtype=torch.float64, max_iter=5000, method=method)
+    np.testing.assert_allclose(Z, Z_true, atol=atol)
     assert nnls_objective(A, Z, D).max() < 1e-10
+
+
+def test_encode_exact_on_an_ill_conditioned_nmf_dictionary() -> None:
+    # Real NMF atoms are all non-negative and share a mean direction: cond(D Dᵀ) ~ 1e6 or
+    # worse. Projected gradient stalls there; the default active-set method must not.
+    rng = np.random.default_rng(13)
+    n_cls, d, n = 4, 16, 200
+    cls = np.repeat(np.arange(n_cls), n // n_cls)
+    proto = np.maximum(rng.normal(size=(n_cls, 4, d)), 0) + 0.5
+    A = np.einsum("nr,nrd->nd", rng.random((n, 4)), proto[cls]) + 0.2 * rng.random((n, d))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        D = fit_dictionary(A, cls, n_atoms_per_class=5, progress=False).D  # k = 20 > d = 16
+    ev = np.linalg.eigvalsh(D @ D.T)
+    assert ev[-1] / ev[ev > 1e-9 * ev[-1]].min() > 1e3  # the problem is really ill-conditioned
+    Z_ref = _scipy_codes(A, D)
+    Z, info = encode(A, D, return_info=True)  # float32 output, float64 inside
+    obj, obj_ref = nnls_objective(A, Z, D), nnls_objective(A, Z_ref, D)
+    assert np.all(obj <= obj_ref * (1 + 1e-6) + 1e-12)
+    assert info["n_fallback"] == 0 and info["max_relative_kkt"] < 1e-6
+
+
+def test_encode_fallback_to_fista_when_pivots_run_out() -> None:
+    A, D = _random_problem(14, 30, 15, 30)
+    Z_ref = _scipy_codes(A, D)
+    Z, info = encode(A, D, dtype=torch.float64, max_pivots=1, max_iter=5000, return_info=True)
+    assert info["n_fallback"] > 0
+    np.testing.assert_allclose(nnls_objective(A, Z, D), nnls_objective(A, Z_ref, D), rtol=1e-6)
 
 
 def test_encode_planted_recovered_overcomplete_dictionary_with_disjoint_supports() -> None:
@@ -142,10 +174,11 @@ def test_encode_zero_and_negative_images_get_zero_codes() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_encode_on_cuda_matches_cpu() -> None:
+@pytest.mark.parametrize("method", ["active_set", "fista"])
+def test_encode_on_cuda_matches_cpu(method: str) -> None:
     A, D = _random_problem(9, 64, 20, 40)
-    Z_cpu = encode(A, D, dtype=torch.float64)
-    Z_gpu = encode(A, D, dtype=torch.float64, device="cuda")
+    Z_cpu = encode(A, D, dtype=torch.float64, method=method)
+    Z_gpu = encode(A, D, dtype=torch.float64, device="cuda", method=method)
     np.testing.assert_allclose(Z_gpu, Z_cpu, atol=1e-6)
 
 
@@ -173,6 +206,8 @@ def test_encode_bad_options() -> None:
         encode(A, D, batch_size=0)
     with pytest.raises(ValueError, match="tol"):
         encode(A, D, tol=0.0)
+    with pytest.raises(ValueError, match="method must be"):
+        encode(A, D, method="lbfgs")
 
 
 # --------------------------------------------------------------------------------------------
