@@ -115,6 +115,27 @@ def test_bad_input(tmp_path: Path):
         run_dynamics(tmp_path, "small-resnet", [], tmp_path / "out")
 
 
+def test_figures_are_figures_with_the_correlations():
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from feature_complexity.analyses.dynamics import (
+        plot_complexity_importance_over_training,
+        plot_mean_complexity,
+        plot_temporal_decoding,
+    )
+
+    rng = np.random.default_rng(0)
+    K = rng.random(40)
+    fig = plot_mean_complexity([0, 0.1, 0.5, 1, 2, 15], [0.3, 0.5, 0.6, 0.6, 0.6, 0.6], [0.5, 0.4, 0.3, 0.3, 0.2, 0.2])
+    assert isinstance(fig, Figure) and fig.axes[0].get_xscale() == "symlog"
+    assert len(fig.axes[0].lines) == 2
+    fig = plot_temporal_decoding(K ** 2, K)  # monotone: Spearman exactly 1
+    assert isinstance(fig, Figure) and "= 1.00" in fig.axes[0].get_title()
+    fig = plot_complexity_importance_over_training(K, K, K, -K, signed=True)
+    assert [ax.get_title().split("= ")[-1] for ax in fig.axes] == ["1.00", "-1.00"]
+
+
 # ------------------------------------------------------------------------------ end to end
 @pytest.mark.slow
 def test_end_to_end_on_generated_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
