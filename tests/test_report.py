@@ -116,7 +116,13 @@ def make_run(root: Path, *, k_per_class: int = 6, n_classes: int = 4, n_images: 
         "versions": {"python": "3.x", "torch": torch.__version__},
     }))
     (run / "flow.json").write_text(json.dumps({"spearman_teleport_complexity": 0.41}))
+    # the demo's layout: the training-dynamics analysis in a subfolder
+    (run / "dynamics").mkdir()
+    (run / "dynamics" / "dynamics.json").write_text(json.dumps({"summary": {"spearman_A_K": 0.63}}))
+    pd.DataFrame({"feature": np.arange(k), "complexity": K, "A": K * 0.5}).to_parquet(
+        run / "dynamics" / "dynamics_features.parquet", index=False)
     if figures:
+        _png(run / "dynamics" / "figures" / "mean_complexity.png", "mean complexity over training")
         _png(run / "figures" / "complexity_hist.png", "complexity histogram")
         _png(run / "figures" / "complexity_vs_importance.png", "complexity vs importance")
         _png(run / "figures" / "flow.png", "flow")
@@ -213,12 +219,17 @@ def test_report_without_model_lists_everything_and_says_why(tmp_path):
     assert out == run / "report.html"
     assert "not rendered" in page  # says why there are no evidence images
     for fig in ("complexity_hist.png", "complexity_vs_importance.png", "flow.png", "metafeatures_embedding.png"):
-        assert f'figures/{fig}' in page
-    assert "spearman_teleport_complexity" in page
+        assert f'src="figures/{fig}"' in page
+    assert "spearman_teleport_complexity" in page and "spearman_A_K" in page
+    when = page.split('id="sec-when"')[1].split("</section>")[0]
+    assert 'src="dynamics/figures/mean_complexity.png"' in when
+    where = page.split('id="sec-where"')[1].split("</section>")[0]
+    assert 'src="figures/flow.png"' in where
     # no network: no absolute URL anywhere in src/href attributes
     assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page
     data = json.loads(page.split('id="feature-data">')[1].split("</script>")[0])
     assert len(data["columns"]["feature"]) == 24 and data["layers"] == ["block1", "block2"]
+    assert "A" in data["extra"] and "teleport_depth" in data["extra"]
     assert (run / "metafeatures.parquet").exists()
 
 

@@ -53,7 +53,7 @@ SECTIONS: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("when", "When: complexity across training",
      "Simple features are decodable early in training, complex ones later; important features get "
      "simpler over training (paper §6, Fig. 5-6).",
-     ("dynamics", "temporal", "epoch", "sediment", "training", "checkpoint")),
+     ("dynamics", "temporal", "epoch", "sediment", "training", "checkpoint", "mean_complexity")),
     ("importance", "Importance: what the model relies on",
      "Signed importance Γ of each feature for its class against its complexity K (paper §4).",
      ("importance", "support", "inhibit", "gamma")),
@@ -350,6 +350,8 @@ def build_report(
         if mf_table is not None:
             df = df.merge(mf_table[["feature", "cluster"]], on="feature", how="left")
 
+    df = _merge_dynamics(run_dir, df)
+
     evidence_ids: list[int] = []
     if spec is not None and dataset is not None:
         evidence_ids = select_evidence_features(df, max_evidence_features, seed=seed)
@@ -462,7 +464,7 @@ def _summary(run_dir: Path, df: "pd.DataFrame", manifest: dict) -> str:
         info["data"] = desc if desc else json.dumps(data)[:200]
     elif data:
         info["data"] = data
-    info["images"] = manifest.get("n_images")
+    info["images"] = manifest.get("n_images") or (data.get("n_images") if isinstance(data, dict) else None)
     info["features"] = len(df)
     if "class" in df.columns:
         info["classes with features"] = int(df["class"].nunique())
@@ -492,29 +494,62 @@ def _summary(run_dir: Path, df: "pd.DataFrame", manifest: dict) -> str:
     return '<div class="cards">' + "".join(parts) + "</div>"
 
 
+# Analyses that may write into a subfolder of the run (the demo puts dynamics in dynamics/):
+# their figures belong to one section whatever their names.
+_SUBFOLDERS: dict[str, str] = {"dynamics": "when", "flow": "where"}
+
+
 def _figure_sections(run_dir: Path) -> dict[str, list[str]]:
+    """Figure paths relative to ``run_dir``, by section key (plus ``"other"``)."""
     by_section: dict[str, list[str]] = {key: [] for key, *_ in SECTIONS}
     by_section["other"] = []
     fig_dir = run_dir / "figures"
-    if not fig_dir.is_dir():
-        return by_section
-    for path in sorted(fig_dir.glob("*.png")):
+    for path in sorted(fig_dir.glob("*.png")) if fig_dir.is_dir() else []:
         name = path.stem.lower()
         for key, _title, _blurb, patterns in SECTIONS:
             if any(p in name for p in patterns):
-                by_section[key].append(path.name)
+                by_section[key].append(f"figures/{path.name}")
                 break
         else:
-            by_section["other"].append(path.name)
+            by_section["other"].append(f"figures/{path.name}")
+    for sub, key in _SUBFOLDERS.items():
+        sub_dir = run_dir / sub / "figures"
+        if sub_dir.is_dir():
+            by_section[key] += [f"{sub}/figures/{p.name}" for p in sorted(sub_dir.glob("*.png"))]
     return by_section
 
 
-def _figures_html(names: list[str]) -> str:
+def _figures_html(paths: list[str]) -> str:
     return "".join(
-        f'<figure><img src="figures/{_esc(n)}" alt="{_esc(n)}" loading="lazy">'
-        f"<figcaption>{_esc(Path(n).stem.replace('_', ' '))}</figcaption></figure>"
-        for n in names
+        f'<figure><img src="{_esc(p)}" alt="{_esc(Path(p).name)}" loading="lazy">'
+        f"<figcaption>{_esc(Path(p).stem.replace('_', ' '))}</figcaption></figure>"
+        for p in paths
     )
+
+
+def _merge_dynamics(run_dir: Path, df: "pd.DataFrame") -> "pd.DataFrame":
+    """Add the per-feature dynamics values (temporal decoding score ``A`` …) to the table when
+    ``dynamics_features.parquet`` describes the same features (same count and complexities:
+    the dynamics analysis extracts its own features at the final checkpoint, which are the
+    run's only when both used the same model, images and settings)."""
+    import pandas as pd
+
+    for path in (run_dir / "dynamics_features.parquet", run_dir / "dynamics" / "dynamics_features.parquet"):
+        if not path.exists():
+            continue
+        dyn = pd.read_parquet(path)
+        if len(dyn) != len(df) or "complexity" not in dyn.columns:
+            return df
+        if not np.allclose(dyn["complexity"].to_numpy(), df["complexity"].to_numpy(), atol=1e-5):
+            return df
+        new = [c for c in dyn.columns if c not in df.columns and not c.startswith("iv_")
+               and dyn[c].dtype.kind in "biuf"]
+        if new:
+            df = df.copy()
+            for c in new:
+                df[c] = dyn[c].to_numpy()
+        return df
+    return df
 
 
 def _json_for_script(obj: Any) -> str:
@@ -559,6 +594,8 @@ def _section_extras(run_dir: Path, key: str) -> str:
     if name is None:
         return ""
     data = _read_json(run_dir / name)
+    if data is None:
+        data = _read_json(run_dir / name.split(".")[0] / name)
     if not isinstance(data, dict):
         return ""
     return f'<div class="card"><h3>{_esc(name)}</h3>{_kv_table(_scalars(data))}</div>'
