@@ -482,6 +482,7 @@ def complexity(
             # values are checked on the first pass only: they are the same for every layer
             zb = _finite_chunk(Z, start, stop, "values") if li == 0 else np.asarray(Z[start:stop])
             stats.update(xb, zb, folds[start:stop])
+            del xb, zb  # else the previous chunk is still alive while the next one is read
             if bar is not None:
                 bar.update(stop - start)
                 bar.set_postfix(layer=name)
