@@ -209,8 +209,8 @@ class RidgeProbeStats:
         """
         X = self._to_tensor(X_batch)
         Z = self._to_tensor(Z_batch)
-        folds = torch.as_tensor(np.asarray(fold_batch) if not torch.is_tensor(fold_batch)
-                                else fold_batch).to(self.device)
+        folds = fold_batch if torch.is_tensor(fold_batch) else torch.from_numpy(np.asarray(fold_batch))
+        folds = folds.to(self.device)
         if X.ndim != 2 or X.shape[1] != self.n_features_in:
             raise ValueError(f"X_batch must be (b, {self.n_features_in}), got {tuple(X.shape)}")
         if Z.ndim != 2 or Z.shape[1] != self.n_targets:
