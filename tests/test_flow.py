@@ -289,8 +289,14 @@ def test_cli_flow(tmp_path: Path, tiny_spec, tiny_images, capsys) -> None:
     from feature_complexity.cli import main
 
     run = _make_run(tmp_path, tiny_spec, tiny_images)
-    assert main(["flow", str(run), "--measure", "cka", "--threshold", "0.8"]) == 0
-    assert (run / "flow.parquet").exists()
+    assert main(["flow", str(run), "--threshold", "0.8", "--quiet"]) == 0
+    assert json.loads((run / "flow.json").read_text())["threshold"] == 0.8
+    assert (run / "flow_features.parquet").exists()
+    assert main(["flow", str(run), "--measure", "cka", "--debiased", "--quiet"]) == 0
+    assert (run / "flow.parquet").exists() and not (run / "flow_features.parquet").exists()
+    import pandas as pd
+
+    assert "teleport_depth" not in pd.read_parquet(run / "features.parquet").columns
     assert "flow" in capsys.readouterr().out
     assert main(["flow", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err

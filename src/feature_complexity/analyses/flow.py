@@ -614,5 +614,15 @@ def run_flow(
             for col in ("teleport_depth", "skip_share"):
                 frame[col] = key.map(dict(zip(ids.tolist(), per_feature[col].tolist()))).to_numpy()
             write_parquet(feats_path, frame)
+    else:
+        # CKA only: no per-feature I_V summary; drop one left by an earlier run so that nothing
+        # in the folder contradicts flow.json
+        (run_dir / "flow_features.parquet").unlink(missing_ok=True)
+        feats_path = run_dir / "features.parquet"
+        if feats_path.exists():
+            frame = pd.read_parquet(feats_path)
+            stale = [c for c in ("teleport_depth", "skip_share") if c in frame.columns]
+            if stale:
+                write_parquet(feats_path, frame.drop(columns=stale))
     save_figure(run_dir / "figures" / "flow.png", plot_flow(result, K))
     return result
