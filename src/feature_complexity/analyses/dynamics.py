@@ -380,6 +380,7 @@ def run_dynamics(
     results: dict[int, dict[str, np.ndarray]] = {}
     Z_final: np.ndarray | None = None
     timings: dict[str, float] = {}
+    stages: dict[str, dict[str, float]] = {}
     for count, t in enumerate(order):
         info, name = infos[t], names[t]
         cache_path = cache_dir / f"{name}.npz"
@@ -387,6 +388,7 @@ def run_dynamics(
         if cached is not None:
             results[t] = cached
             timings[name] = float(cached["seconds"])
+            stages[name] = json.loads(str(cached["stage_seconds"])) if "stage_seconds" in cached else {}
             if t == T - 1:
                 Z_final = cached["codes"]
             if progress:
@@ -398,7 +400,10 @@ def run_dynamics(
         spec = load_spec(info.path)
         acts = extract_activations(spec, probe_set, batch_size=config.batch_size, device=config.device,
                                    num_workers=config.num_workers, progress=progress)
+        stage_seconds = {"load_and_activations": time.perf_counter() - start}
         scores = score_features(acts, spec, run_config, progress=False)
+        stage_seconds.update(scores.timings)
+        t_iv = time.perf_counter()
         K = np.asarray(scores.complexity.score)
         gamma = np.asarray(scores.importance)
         if t == T - 1:
@@ -406,6 +411,7 @@ def run_dynamics(
         assert Z_final is not None
         iv = complexity({name: acts.penultimate}, Z_final, n_folds=config.n_folds, seed=config.seed,
                         device=config.device).per_layer[0]
+        stage_seconds["temporal_decoding"] = time.perf_counter() - t_iv
         labels = np.asarray(acts.labels)
         known = labels >= 0
         top = top_features(gamma, fraction=config.top_fraction, min_top=config.min_top, rank_by=config.rank_by)
@@ -421,12 +427,14 @@ def run_dynamics(
             "accuracy": np.array(float((acts.predictions[known] == labels[known]).mean()) if known.any() else np.nan),
             "accuracy_kept": np.array(float(scores.fidelity.get("accuracy_kept", np.nan))),
             "seconds": np.array(time.perf_counter() - start),
+            "stage_seconds": np.array(json.dumps({k: round(v, 3) for k, v in stage_seconds.items()})),
         }
         if t == T - 1:
             entry["codes"] = Z_final
         save_npz(cache_path, **entry)
         results[t] = entry
         timings[name] = float(entry["seconds"])
+        stages[name] = json.loads(str(entry["stage_seconds"]))
         del spec, acts, scores
 
     # ---- per-checkpoint table
@@ -518,6 +526,7 @@ def run_dynamics(
         "checkpoints": [{"name": n, "path": str(c.path), "step": c.step, "epoch": c.epoch,
                          "order_source": c.order_source} for n, c in zip(names, infos)],
         "seconds_per_checkpoint": timings,
+        "seconds_per_stage": stages,
         "fingerprint": fingerprint,
     })
     return DynamicsResult(out_dir=out, checkpoints=ckpt_frame, features=feat, iv=iv, summary=summary)
