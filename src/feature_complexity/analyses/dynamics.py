@@ -483,7 +483,7 @@ def run_dynamics(
         "first_decodable_checkpoint": [names[int(i)] if np.isfinite(i) else None for i in first_index],
     })
     if time_unit != "epoch":  # the documented column name exists whatever the time unit
-        feat["first_decodable_epoch"] = first_time if time_unit == "epoch" else np.nan
+        feat["first_decodable_epoch"] = np.nan
     for name, row in zip(names, iv):
         feat[f"iv_{name}"] = row
 
