@@ -81,6 +81,16 @@ def test_checkpoint_steps_and_order():
     assert not np.array_equal(epoch_order(50, 0, 1), epoch_order(50, 0, 2))
 
 
+def test_learning_rate_schedules():
+    from feature_complexity.train import _LRFactor
+
+    cos = _LRFactor("cosine", 100, (0.5, 0.75), 0.1)
+    assert [cos(s) for s in (0, 50, 100)] == pytest.approx([1.0, 0.5, 0.0])
+    assert cos(25) == pytest.approx(0.5 * (1 + np.cos(np.pi / 4)))
+    step = _LRFactor("step", 100, (0.5, 0.75), 0.1)
+    assert [step(s) for s in (0, 49, 50, 74, 75, 99)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
 def test_augment_is_a_crop_or_flip_of_the_padded_image():
     x = torch.arange(2 * 1 * 5 * 5, dtype=torch.float32).reshape(2, 1, 5, 5) + 1
     y = _augment(x, seed=0, step=7)
