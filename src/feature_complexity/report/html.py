@@ -749,8 +749,9 @@ function sortBy(key) {
   });
   applyFilters();
 }
-const kMax = Math.max(1e-9, ...C.complexity.filter(v => v !== null));
-const gAbs = has("importance") ? Math.max(1e-12, ...C.importance.filter(v => v !== null).map(Math.abs)) : 1;
+// bars span the observed range of K (features often cluster in a narrow band of [0, 1])
+const kVals = C.complexity.filter(v => v !== null);
+const kLo = Math.min(...kVals), kSpan = Math.max(1e-9, Math.max(...kVals) - kLo);
 function render() {
   const body = $("explorer-body"), pages = Math.max(1, Math.ceil(view.length / PAGE));
   page = Math.min(page, pages - 1);
@@ -759,7 +760,7 @@ function render() {
     const f = C.feature[i];
     let tr = `<tr data-feature="${f}"${f === selected ? ' class="selected"' : ""}><td>${f}</td>`;
     tr += `<td>${esc(className(i))}</td>`;
-    tr += `<td>${fmt(C.complexity[i])}<span class="bar" style="width:${Math.round(40 * C.complexity[i] / kMax)}px"></span></td>`;
+    tr += `<td>${fmt(C.complexity[i])}<span class="bar" style="width:${2 + Math.round(40 * (C.complexity[i] - kLo) / kSpan)}px"></span></td>`;
     if (has("importance")) tr += `<td class="${C.importance[i] < 0 ? "neg" : ""}">${fmt(C.importance[i])}</td>`;
     if (clusterSel) tr += `<td>${fmt(C.cluster[i])}</td>`;
     tr += `<td>${C.evidence[i] ? "▣" : ""}${C.vis[i] ? " ✦" : ""}</td></tr>`;
