@@ -405,3 +405,23 @@ def test_cli_report_rebuilds_model_and_images_from_the_manifest(tmp_path, capsys
     assert main(["report", str(run), "--embed", "pca", "--n-top", "2"]) == 0
     assert sorted(p.name for p in (run / "evidence").iterdir()) == [f"feature_{i:04d}.png" for i in range(6)]
     assert "not rendered" not in (run / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_decoder_figure_fig1b_from_a_run(tmp_path):
+    """Fig. 1B: probes refitted from the run's own statistics, visualised per block; resumable."""
+    from feature_complexity.activations import extract_activations
+    from feature_complexity.report.html import render_decoder_figures
+
+    spec, ds = tiny_spec(TinyNet()), fake_source()
+    run = make_run(tmp_path)
+    acts = extract_activations(spec, ds, batch_size=20, progress=False)
+    alpha = np.full((2, 24), 1e-2)
+    alpha[0, 1] = np.nan  # the engine's null model for feature 1 on block1: no probe, blank panel
+    cx = dict(np.load(run / "complexity.npz"))
+    np.savez(run / "complexity.npz", **{**cx, "alpha": alpha})
+    paths = render_decoder_figures(run, spec, [0, 1], layers=acts.layers, steps=2)
+    assert all(p.exists() and p.parent.name == "figures" for p in paths)
+    mtime = paths[0].stat().st_mtime_ns
+    render_decoder_figures(run, spec, [0, 1], layers=acts.layers, steps=2)
+    assert paths[0].stat().st_mtime_ns == mtime

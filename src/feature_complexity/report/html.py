@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from feature_complexity.models.spec import ModelSpec
 
-__all__ = ["build_report", "render_feature_evidence", "render_feature_visualizations",
+__all__ = ["build_report", "render_feature_evidence", "render_feature_visualizations", "render_decoder_figures",
            "select_evidence_features", "SECTIONS"]
 
 # Figure files go to the section of the first pattern their name matches (order matters:
@@ -256,6 +256,82 @@ def render_feature_visualizations(
     return paths
 
 
+def render_decoder_figures(
+    run_dir: str | Path,
+    spec: "ModelSpec",
+    features: Sequence[int],
+    *,
+    layers: "dict[str, np.ndarray] | None" = None,
+    spectrum: "torch.Tensor | None" = None,
+    steps: int = 64,
+    seed: int = 0,
+    device: str = "cpu",
+) -> list[Path]:
+    """The paper's Fig. 1B for each feature: what an early, a middle and the last block can
+    decode of it (visualisation of the ridge probe refitted on all probe images, with the penalty
+    the complexity engine chose for that layer and feature), beside the feature's own
+    visualisation. Writes ``figures/decoder_feature_XXXX.png``; resumable, atomic.
+
+    Args:
+        run_dir: run folder with ``codes.npy``, ``dictionary.npz``, ``complexity.npz`` and, unless
+            ``layers`` is given, ``activations/``.
+        spec: the model.
+        features: feature ids.
+        layers: ``{layer name: (n_images, C_l)}`` pooled activations (default: read
+            ``run_dir/activations`` with ``Activations.load``).
+        spectrum, steps, seed, device: as :func:`~feature_complexity.report.visualize.visualize_feature`.
+    """
+    from feature_complexity.complexity import RidgeProbeStats
+    from feature_complexity.io import save_figure
+    from feature_complexity.report.visualize import (
+        decoder_figure,
+        decoder_layers,
+        visualize_decoder,
+        visualize_feature,
+    )
+
+    run_dir = Path(run_dir)
+    paths = [run_dir / "figures" / f"decoder_{_evidence_name(f)}" for f in features]
+    todo = [int(f) for f, p in zip(features, paths) if not p.exists()]
+    if not todo:
+        return paths
+    for name in ("codes.npy", "dictionary.npz", "complexity.npz"):
+        if not (run_dir / name).exists():
+            raise FileNotFoundError(f"{run_dir / name} not found; the decoder figure needs it")
+    if layers is None:
+        from feature_complexity.activations import Activations
+
+        layers = Activations.load(run_dir / "activations").layers
+    cx = np.load(run_dir / "complexity.npz")
+    names = [str(n) for n in cx["layer_names"]]
+    Z = np.load(run_dir / "codes.npy", mmap_mode="r")
+    D = np.load(run_dir / "dictionary.npz")["D"]
+    chosen = decoder_layers(names)
+    weights: dict[str, np.ndarray] = {}  # layer -> (C_l, len(todo))
+    for name in chosen:
+        X = np.asarray(layers[name], dtype=np.float64)
+        stats = RidgeProbeStats(X.shape[1], len(todo), n_folds=2)
+        # decoder() refits on all folds together, so the fold split does not matter here
+        stats.update(X, np.asarray(Z[:, todo], dtype=np.float64), np.arange(X.shape[0]) % 2)
+        W, _ = stats.decoder(cx["alpha"][names.index(name), todo])
+        weights[name] = np.asarray(W)
+    for j, f in enumerate(todo):
+        images, iv = {}, {}
+        for name in chosen:
+            w = weights[name][:, j]
+            iv[name] = float(cx["per_layer"][names.index(name), f])
+            if np.any(w != 0):  # nan penalty = the null model: this layer decodes nothing
+                images[name] = visualize_decoder(spec, name, w, spectrum=spectrum, steps=steps,
+                                                 seed=seed + f, device=device)
+            else:
+                images[name] = np.full((spec.input_size, spec.input_size, 3), 255, dtype=np.uint8)
+        own = visualize_feature(spec, D[f], spectrum=spectrum, steps=steps, seed=seed + f, device=device)
+        fig = decoder_figure(images, feature_image=own, iv=iv,
+                             title=f"feature {f}: K = {float(cx['score'][f]):.2f} — what each block decodes")
+        save_figure(run_dir / "figures" / f"decoder_{_evidence_name(f)}", fig)
+    return paths
+
+
 # ------------------------------------------------------------------------- meta-features
 def _ensure_metafeatures(run_dir: Path, df: "pd.DataFrame", dataset: Any, seed: int,
                          embed: str = "umap") -> "pd.DataFrame | None":
@@ -313,6 +389,7 @@ def build_report(
     visualize: bool = False,
     visualize_steps: int = 64,
     max_visualized_features: int = 40,
+    decoder_features: int = 2,
     metafeatures: bool = True,
     embed: str = "umap",
     device: str = "cpu",
@@ -331,6 +408,9 @@ def build_report(
         visualize: also compute Fourier feature visualisations (for at most
             ``max_visualized_features`` of the evidence features, the extremes first).
         visualize_steps: optimisation steps per visualisation.
+        decoder_features: with ``visualize``, draw the paper's Fig. 1B (decoder visualisations at
+            an early, a middle and the last block) for this many features, the simplest and the
+            most complex, into ``figures/decoder_feature_XXXX.png``.
         metafeatures: cluster the dictionary (K-means + UMAP/PCA) when ``features.parquet`` has
             no ``cluster`` column; cached in ``metafeatures.parquet``.
         embed: ``"umap"`` or ``"pca"``, the 2-D embedding of the meta-features figure.
@@ -367,6 +447,15 @@ def build_report(
                 notes.append(f"average spectrum unavailable ({err}); plain Fourier parameterisation used")
             render_feature_visualizations(run_dir, spec, vis_ids, spectrum=spectrum,
                                           steps=visualize_steps, seed=seed, device=device)
+            if decoder_features > 0 and (run_dir / "complexity.npz").exists():
+                order = df.sort_values("complexity", kind="stable")["feature"].astype(int).tolist()
+                half = (decoder_features + 1) // 2  # the simplest and the most complex
+                picks = list(dict.fromkeys(order[:half] + order[::-1][:decoder_features - half]))
+                try:
+                    render_decoder_figures(run_dir, spec, picks, spectrum=spectrum,
+                                           steps=visualize_steps, seed=seed, device=device)
+                except FileNotFoundError as err:  # activations were not kept
+                    notes.append(f"Decoder visualisations (Fig. 1B) skipped: {err}")
     else:
         why = no_evidence_reason or "the model and the probe images were not given"
         notes.append(
