@@ -27,7 +27,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -463,9 +462,8 @@ def build_report(
             "with `feature-complexity report RUN_DIR` on a machine that has the model and the images."
         )
     # files present from earlier builds count as well (the renderers are resumable)
-    ev_dir, vis_dir = run_dir / _EVIDENCE_DIR, run_dir / _VIS_DIR
-    has_evidence = {int(m.group(1)) for p in ev_dir.glob("feature_*.png") if (m := re.match(r"feature_(\d+)\.png", p.name))} if ev_dir.is_dir() else set()
-    has_vis = {int(m.group(1)) for p in vis_dir.glob("feature_*.png") if (m := re.match(r"feature_(\d+)\.png", p.name))} if vis_dir.is_dir() else set()
+    has_evidence = _rendered(run_dir / _EVIDENCE_DIR)
+    has_vis = _rendered(run_dir / _VIS_DIR)
     if has_evidence and len(has_evidence) < len(df):
         notes.append(
             f"Evidence images exist for {len(has_evidence)} of {len(df)} features (the simplest, the "
@@ -479,6 +477,14 @@ def build_report(
     with atomic_path(out) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return out
+
+
+def _rendered(folder: Path) -> set[int]:
+    """Feature ids with a ``feature_XXXX.png`` in ``folder``."""
+    if not folder.is_dir():
+        return set()
+    found = (re.fullmatch(r"feature_(\d+)\.png", p.name) for p in folder.iterdir())
+    return {int(m.group(1)) for m in found if m}
 
 
 def _extremes_first(df: "pd.DataFrame", ids: Sequence[int]) -> list[int]:
