@@ -336,6 +336,10 @@ def test_report_in_headless_chromium(tmp_path):
         requests = _requested_urls(driver)
         assert any("/figures/" in u for u in requests) and any("/evidence/" in u for u in requests), requests
         assert all(u.startswith(("file://", "data:")) for u in requests), requests
+        # every image on the page loaded (figures, evidence strip, detail view)
+        broken = driver.execute_script(
+            "return Array.from(document.images).filter(i => i.complete && i.naturalWidth === 0).map(i => i.src)")
+        assert not broken, broken
         errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
         assert not errors, errors
     finally:

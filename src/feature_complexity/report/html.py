@@ -696,6 +696,27 @@ def _section_extras(run_dir: Path, key: str) -> str:
     return f'<div class="card"><h3>{_esc(name)}</h3>{_kv_table(_scalars(data))}</div>'
 
 
+def _spectrum_strip(df: "pd.DataFrame", has_evidence: set[int], has_vis: set[int], n: int = 3) -> str:
+    """The simplest and the most complex features that have evidence images, side by side
+    (top images with heatmaps, and the visualisation when computed): what features look like at
+    both ends of the complexity spectrum."""
+    sub = df[df["feature"].astype(int).isin(has_evidence)].sort_values("complexity", kind="stable")
+    if sub.empty:
+        return ""
+    ends = [("Simplest", sub.head(n)), ("Most complex", sub.iloc[::-1].head(n))]
+    cols = []
+    for label, rows in ends:
+        items = []
+        for f, k in zip(rows["feature"].astype(int), rows["complexity"]):
+            vis = (f'<img src="{_VIS_DIR}/{_evidence_name(f)}" alt="visualisation of feature {f}" '
+                   'class="vis" loading="lazy">' if f in has_vis else "")
+            items.append(f'<div class="strip-item"><div class="muted">feature {f} · K = {float(k):.3f}</div>'
+                         f'<img src="{_EVIDENCE_DIR}/{_evidence_name(f)}" alt="top images of feature {f}" '
+                         f'loading="lazy">{vis}</div>')
+        cols.append(f'<div class="strip-col"><h3>{label}</h3>{"".join(items)}</div>')
+    return f'<div class="strip">{"".join(cols)}</div>'
+
+
 def _render_page(run_dir: Path, df: "pd.DataFrame", manifest: dict, has_evidence: set[int],
                  has_vis: set[int], notes: list[str]) -> str:
     model = manifest.get("model")
@@ -711,6 +732,8 @@ def _render_page(run_dir: Path, df: "pd.DataFrame", manifest: dict, has_evidence
     }
     for key, sec_title, blurb, _ in SECTIONS[::-1]:  # what, importance, when, where
         body = _figures_html(figs[key]) + _section_extras(run_dir, key)
+        if key == "what":
+            body = _spectrum_strip(df, has_evidence, has_vis) + body
         if not body:
             body = f'<p class="muted">{_esc(missing_hint[key])}</p>'
         sections.append(f'<section id="sec-{key}"><h2>{_esc(sec_title)}</h2><p>{_esc(blurb)}</p>'
@@ -784,6 +807,10 @@ table#explorer{border-collapse:collapse;width:100%;font-variant-numeric:tabular-
 #detail img{max-width:100%;image-rendering:pixelated;border:1px solid var(--line)}
 #detail .row{display:flex;gap:16px;flex-wrap:wrap}
 svg text{font-size:10px;fill:var(--muted)}
+.strip{display:flex;gap:24px;flex-wrap:wrap;width:100%}
+.strip-col{flex:1 1 420px} .strip-item{margin-bottom:10px}
+.strip-item img{max-width:100%;image-rendering:pixelated;vertical-align:top}
+.strip-item img.vis{width:96px;margin-left:6px}
 """
 
 _JS = r"""
