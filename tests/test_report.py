@@ -429,3 +429,18 @@ def test_decoder_figure_fig1b_from_a_run(tmp_path):
     mtime = paths[0].stat().st_mtime_ns
     render_decoder_figures(run, spec, [0, 1], layers=acts.layers, steps=2)
     assert paths[0].stat().st_mtime_ns == mtime
+
+
+@pytest.mark.slow
+def test_report_with_visualisations(tmp_path):
+    run = make_run(tmp_path)
+    out = build_report(run, spec=tiny_spec(TinyNet()), dataset=fake_source(), n_top=2, embed="pca",
+                       visualize=True, visualize_steps=2, max_visualized_features=2)
+    df = __import__("pandas").read_parquet(run / "features.parquet").sort_values("complexity")
+    # the extremes are visualised first: the simplest and the most complex feature
+    expected = {int(df["feature"].iloc[0]), int(df["feature"].iloc[-1])}
+    assert {int(p.stem[-4:]) for p in (run / "visualizations").iterdir()} == expected
+    page = out.read_text()
+    data = json.loads(page.split('id="feature-data">')[1].split("</script>")[0])
+    assert sum(data["columns"]["vis"]) == 2
+    assert "Decoder visualisations (Fig. 1B) skipped" in page  # the fake run kept no activations

@@ -11,6 +11,7 @@ from torch import nn  # noqa: E402
 from feature_complexity.models.spec import ModelSpec  # noqa: E402
 from feature_complexity.report.visualize import (  # noqa: E402
     average_spectrum,
+    color_correlation,
     decoder_figure,
     decoder_layers,
     visualize_decoder,
@@ -81,14 +82,32 @@ def test_average_spectrum_from_a_dataset_unnormalises(spec, probe_images):
         average_spectrum(torch.zeros(0, 3, SIZE, SIZE))
 
 
-@pytest.mark.parametrize("use_spectrum", [True, False], ids=["maco", "plain-fourier"])
-def test_visualisation_excites_the_direction_reproducibly(spec, probe_images, use_spectrum):
-    spectrum = average_spectrum(probe_images, spec=spec) if use_spectrum else None
+def test_color_correlation_is_the_normalised_covariance_square_root():
+    from scipy.linalg import sqrtm
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(10, 1, 8, 8, generator=g)
+    mixing = torch.tensor([[1.0, 0.2, 0.0], [0.8, 0.5, 0.1], [0.3, 0.3, 0.9]])
+    noise = torch.rand(10, 3, 8, 8, generator=g)
+    imgs = base * mixing[:, 0].view(1, 3, 1, 1) + 0.5 * noise  # correlated channels
+    C = color_correlation(imgs).double().numpy()
+    pix = imgs.permute(1, 0, 2, 3).reshape(3, -1).double().numpy()
+    ref = np.real(sqrtm(np.cov(pix)))
+    ref /= np.linalg.norm(ref, axis=0).max()
+    np.testing.assert_allclose(C, ref, atol=1e-5)
+    with pytest.raises(ValueError, match="constant colour"):
+        color_correlation(torch.ones(2, 3, 4, 4))
+
+
+@pytest.mark.parametrize("mode", ["maco", "maco-color", "plain-fourier"])
+def test_visualisation_excites_the_direction_reproducibly(spec, probe_images, mode):
+    spectrum = average_spectrum(probe_images, spec=spec) if mode != "plain-fourier" else None
+    color = color_correlation(probe_images, spec=spec) if mode == "maco-color" else None
     A = _penultimate(spec, probe_images)  # (n, d), non-negative (ReLU)
     d = A[3]  # a non-negative direction, like a dictionary atom
     d_unit = d / d.norm()
     probe_act = A @ d_unit
-    img = visualize_feature(spec, d.numpy(), spectrum=spectrum, steps=30, seed=7)
+    img = visualize_feature(spec, d.numpy(), spectrum=spectrum, color=color, steps=30, seed=7)
     assert img.shape == (SIZE, SIZE, 3) and img.dtype == np.uint8
     act = float(_penultimate(spec, _to_input(img)) @ d_unit)
     # well above the probe images' average (by 10 of their standard deviations; the best probe
@@ -96,9 +115,9 @@ def test_visualisation_excites_the_direction_reproducibly(spec, probe_images, us
     z = (act - float(probe_act.mean())) / float(probe_act.std())
     assert z > 10 and act > float(probe_act.max()), (z, act, float(probe_act.max()))
     # same seed -> same image; another seed -> another image (short runs suffice for that)
-    a = visualize_feature(spec, d.numpy(), spectrum=spectrum, steps=3, seed=7)
-    np.testing.assert_array_equal(a, visualize_feature(spec, d.numpy(), spectrum=spectrum, steps=3, seed=7))
-    assert not np.array_equal(a, visualize_feature(spec, d.numpy(), spectrum=spectrum, steps=3, seed=8))
+    a = visualize_feature(spec, d.numpy(), spectrum=spectrum, color=color, steps=3, seed=7)
+    np.testing.assert_array_equal(a, visualize_feature(spec, d.numpy(), spectrum=spectrum, color=color, steps=3, seed=7))
+    assert not np.array_equal(a, visualize_feature(spec, d.numpy(), spectrum=spectrum, color=color, steps=3, seed=8))
     # the caller's model is left as it was
     assert all(p.requires_grad for p in spec.module.parameters())
 

@@ -228,12 +228,14 @@ def render_feature_visualizations(
     features: Sequence[int],
     *,
     spectrum: "torch.Tensor | None" = None,
+    color: "torch.Tensor | None" = None,
     steps: int = 64,
     seed: int = 0,
     device: str = "cpu",
 ) -> list[Path]:
     """Write ``visualizations/feature_XXXX.png`` (a Fourier feature visualisation of the atom
-    ``d_i``) for each feature; resumable, atomic. See :mod:`feature_complexity.report.visualize`."""
+    ``d_i``) for each feature; resumable, atomic. See :mod:`feature_complexity.report.visualize`
+    (``spectrum``: :func:`average_spectrum`, ``color``: :func:`color_correlation`)."""
     from PIL import Image
 
     from feature_complexity.io import atomic_path
@@ -249,7 +251,8 @@ def render_feature_visualizations(
         paths.append(path)
         if path.exists():
             continue
-        img = visualize_feature(spec, D[int(f)], spectrum=spectrum, steps=steps, seed=seed + int(f), device=device)
+        img = visualize_feature(spec, D[int(f)], spectrum=spectrum, color=color, steps=steps,
+                                seed=seed + int(f), device=device)
         with atomic_path(path) as tmp:
             Image.fromarray(img).save(tmp, format="PNG")
     return paths
@@ -262,6 +265,7 @@ def render_decoder_figures(
     *,
     layers: "dict[str, np.ndarray] | None" = None,
     spectrum: "torch.Tensor | None" = None,
+    color: "torch.Tensor | None" = None,
     steps: int = 64,
     seed: int = 0,
     device: str = "cpu",
@@ -278,7 +282,8 @@ def render_decoder_figures(
         features: feature ids.
         layers: ``{layer name: (n_images, C_l)}`` pooled activations (default: read
             ``run_dir/activations`` with ``Activations.load``).
-        spectrum, steps, seed, device: as :func:`~feature_complexity.report.visualize.visualize_feature`.
+        spectrum, color, steps, seed, device: as
+            :func:`~feature_complexity.report.visualize.visualize_feature`.
     """
     from feature_complexity.complexity import RidgeProbeStats
     from feature_complexity.io import save_figure
@@ -320,11 +325,12 @@ def render_decoder_figures(
             w = weights[name][:, j]
             iv[name] = float(cx["per_layer"][names.index(name), f])
             if np.any(w != 0):  # nan penalty = the null model: this layer decodes nothing
-                images[name] = visualize_decoder(spec, name, w, spectrum=spectrum, steps=steps,
-                                                 seed=seed + f, device=device)
+                images[name] = visualize_decoder(spec, name, w, spectrum=spectrum, color=color,
+                                                 steps=steps, seed=seed + f, device=device)
             else:
                 images[name] = np.full((spec.input_size, spec.input_size, 3), 255, dtype=np.uint8)
-        own = visualize_feature(spec, D[f], spectrum=spectrum, steps=steps, seed=seed + f, device=device)
+        own = visualize_feature(spec, D[f], spectrum=spectrum, color=color, steps=steps, seed=seed + f,
+                                device=device)
         fig = decoder_figure(images, feature_image=own, iv=iv,
                              title=f"feature {f}: K = {float(cx['score'][f]):.2f} — what each block decodes")
         save_figure(run_dir / "figures" / f"decoder_{_evidence_name(f)}", fig)
@@ -437,21 +443,22 @@ def build_report(
         render_feature_evidence(run_dir, spec, dataset, evidence_ids, n_top, device)
         if visualize:
             vis_ids = _extremes_first(df, evidence_ids)[:max_visualized_features]
-            spectrum = None
+            spectrum = color = None
             try:
-                from feature_complexity.report.visualize import average_spectrum
+                from feature_complexity.report.visualize import average_spectrum, color_correlation
 
                 spectrum = average_spectrum(dataset, spec=spec, max_images=256)
+                color = color_correlation(dataset, spec=spec, max_images=256)
             except (ValueError, TypeError) as err:  # unusual dataset: plain Fourier fallback
                 notes.append(f"average spectrum unavailable ({err}); plain Fourier parameterisation used")
-            render_feature_visualizations(run_dir, spec, vis_ids, spectrum=spectrum,
+            render_feature_visualizations(run_dir, spec, vis_ids, spectrum=spectrum, color=color,
                                           steps=visualize_steps, seed=seed, device=device)
             if decoder_features > 0 and (run_dir / "complexity.npz").exists():
                 order = df.sort_values("complexity", kind="stable")["feature"].astype(int).tolist()
                 half = (decoder_features + 1) // 2  # the simplest and the most complex
                 picks = list(dict.fromkeys(order[:half] + order[::-1][:decoder_features - half]))
                 try:
-                    render_decoder_figures(run_dir, spec, picks, spectrum=spectrum,
+                    render_decoder_figures(run_dir, spec, picks, spectrum=spectrum, color=color,
                                            steps=visualize_steps, seed=seed, device=device)
                 except FileNotFoundError as err:  # activations were not kept
                     notes.append(f"Decoder visualisations (Fig. 1B) skipped: {err}")

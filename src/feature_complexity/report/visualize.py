@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "average_spectrum",
+    "color_correlation",
     "visualize_feature",
     "visualize_decoder",
     "penultimate_of",
@@ -116,6 +117,41 @@ def average_spectrum(
         total = mag if total is None else total + mag
     assert total is not None
     return (total / n).float()
+
+
+def color_correlation(
+    images: Any, *, spec: "ModelSpec | None" = None, max_images: int = 512
+) -> "torch.Tensor":
+    """Square root of the images' 3x3 colour covariance, to recorrelate optimised colours.
+
+    Optimising three independent channels gives saturated, rainbow-coloured images; mixing
+    decorrelated channels with ``C = sqrt(cov)`` (as Lucid does) gives the colour statistics of
+    the user's images instead. ``C`` is scaled so that its largest column norm is 1.
+
+    Args:
+        images, spec, max_images: as :func:`average_spectrum`.
+
+    Returns:
+        ``(3, 3)`` float32 symmetric positive semi-definite tensor.
+    """
+    import torch
+
+    if isinstance(images, torch.Tensor):
+        x = images[:max_images].float()
+    else:
+        x = torch.stack([images[i][0] for i in range(min(len(images), max_images))]).float()
+    if x.dim() != 4 or x.shape[1] != 3 or len(x) == 0:
+        raise ValueError(f"need (n, 3, H, W) images, got shape {tuple(x.shape)}")
+    if spec is not None:
+        x = x * torch.tensor(spec.std).view(1, -1, 1, 1) + torch.tensor(spec.mean).view(1, -1, 1, 1)
+    pix = x.permute(1, 0, 2, 3).reshape(3, -1).double()
+    cov = torch.cov(pix)
+    evals, evecs = torch.linalg.eigh(cov)
+    C = evecs @ torch.diag(evals.clamp_min(0).sqrt()) @ evecs.T
+    norm = C.norm(dim=0).max()
+    if float(norm) == 0:
+        raise ValueError("the images have constant colour: no colour correlation to estimate")
+    return (C / norm).float()
 
 
 # ------------------------------------------------------------------------------- hooks
@@ -196,6 +232,7 @@ def _optimise(
     n_images: int,
     *,
     spectrum: "torch.Tensor | None",
+    color: "torch.Tensor | None",
     steps: int,
     lr: float | None,
     seed: int,
@@ -245,9 +282,19 @@ def _optimise(
     mean = torch.tensor(spec.mean, device=dev, dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(spec.std, device=dev, dtype=torch.float32).view(1, -1, 1, 1)
 
+    mix = None
+    if color is not None:
+        mix = color.to(dev, torch.float32)
+        if tuple(mix.shape) != (3, 3):
+            raise ValueError(f"color must be a (3, 3) matrix from color_correlation(), got {tuple(mix.shape)}")
+        # mixed unit-variance channels have std = row norm of C: bring that back to about 1
+        mix = mix / mix.norm(dim=1).mean().clamp_min(1e-6)
+
     def pixels() -> torch.Tensor:
         x = torch.fft.irfft2(spectrum_of(), s=(size, size))
         x = (x - x.mean(dim=(2, 3), keepdim=True)) / (x.std(dim=(2, 3), keepdim=True) + 1e-8)
+        if mix is not None:  # decorrelated channels -> the images' colour correlations
+            x = torch.einsum("ij,njhw->nihw", mix, x)
         return torch.sigmoid(1.5 * x)  # (n, 3, H, W) in (0, 1); 1.5: a natural-looking contrast
 
     if lr is None:
@@ -277,6 +324,7 @@ def visualize_feature(
     direction: Any,
     *,
     spectrum: "torch.Tensor | None" = None,
+    color: "torch.Tensor | None" = None,
     steps: int = 128,
     lr: float | None = None,
     seed: int = 0,
@@ -294,6 +342,8 @@ def visualize_feature(
             each, independently: the objectives are summed, their gradients do not mix).
         spectrum: ``(3, H, W // 2 + 1)`` from :func:`average_spectrum` (MACO: phase-only
             optimisation); ``None``: plain Fourier parameterisation.
+        color: ``(3, 3)`` from :func:`color_correlation`: optimise decorrelated colour channels
+            and mix them into the images' colour statistics; ``None``: independent channels.
         steps: optimisation steps (128 is a CPU-friendly default; MACO uses about 256+).
         lr: Adam learning rate; ``None``: 0.3 on the phase (radians) with a spectrum, 0.1 on
             the unit-scale complex spectrum without.
@@ -330,8 +380,8 @@ def visualize_feature(
             )
         return (pen.view(m, n_crops, -1) * d.view(m, 1, -1)).sum(-1).flatten()
 
-    imgs = _optimise(spec, objective, module, where, m, spectrum=spectrum, steps=steps, lr=lr, seed=seed,
-                     device=device, n_crops=n_crops, jitter=jitter, scale=scale, rotate_deg=rotate_deg)
+    imgs = _optimise(spec, objective, module, where, m, spectrum=spectrum, color=color, steps=steps, lr=lr,
+                     seed=seed, device=device, n_crops=n_crops, jitter=jitter, scale=scale, rotate_deg=rotate_deg)
     return imgs[0] if single else imgs
 
 
@@ -341,6 +391,7 @@ def visualize_decoder(
     weights: Any,
     *,
     spectrum: "torch.Tensor | None" = None,
+    color: "torch.Tensor | None" = None,
     steps: int = 128,
     lr: float | None = None,
     seed: int = 0,
@@ -379,7 +430,7 @@ def visualize_decoder(
             raise ValueError(f"layer '{layer_name}' has {g.shape[1]} channels but the probe has {w.shape[0]} weights")
         return g @ w
 
-    return _optimise(spec, objective, spec.get(layer_name), "output", 1, spectrum=spectrum, steps=steps,
+    return _optimise(spec, objective, spec.get(layer_name), "output", 1, spectrum=spectrum, color=color, steps=steps,
                      lr=lr, seed=seed, device=device, n_crops=n_crops, jitter=jitter, scale=scale,
                      rotate_deg=rotate_deg)[0]
 
