@@ -135,6 +135,7 @@ def render_feature_evidence(
     tile: int = 96,
     batch_size: int = 32,
     group_size: int = 64,
+    progress: bool = False,
 ) -> list[Path]:
     """Write ``evidence/feature_XXXX.png`` for each feature: its ``n_top`` top images (top row)
     and the same images with the feature's concept heatmap overlaid (bottom row).
@@ -153,6 +154,7 @@ def render_feature_evidence(
         batch_size: images per forward pass and NNLS batch.
         group_size: features whose files are computed together (and written before the next
             group starts).
+        progress: show a progress bar (features done, features/s).
 
     Returns:
         the paths of all requested evidence files.
@@ -176,6 +178,9 @@ def render_feature_evidence(
     out_dir.mkdir(exist_ok=True)
     paths = [out_dir / _evidence_name(f) for f in features]
     todo = [int(f) for f, p in zip(features, paths) if not p.exists()]
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(todo), desc="evidence", unit="feature", disable=not progress or not todo)
     # Features are done in groups: inside a group the union of their top images goes through
     # the model and the NNLS once (batched), and each group's files are written before the
     # next starts, so an interrupted run keeps its finished groups.
@@ -196,6 +201,8 @@ def render_feature_evidence(
             _write_evidence(out_dir / _evidence_name(f), [
                 (np.asarray(dataset.raw_image(int(i)), dtype=np.uint8), maps[(int(i), f)]) for i in tops[f]
             ], tile)
+            bar.update(1)
+    bar.close()
     return paths
 
 
@@ -232,6 +239,7 @@ def render_feature_visualizations(
     steps: int = 64,
     seed: int = 0,
     device: str = "cpu",
+    progress: bool = False,
 ) -> list[Path]:
     """Write ``visualizations/feature_XXXX.png`` (a Fourier feature visualisation of the atom
     ``d_i``) for each feature; resumable, atomic. See :mod:`feature_complexity.report.visualize`
@@ -245,8 +253,10 @@ def render_feature_visualizations(
     D = np.load(run_dir / "dictionary.npz")["D"]
     out_dir = run_dir / _VIS_DIR
     out_dir.mkdir(exist_ok=True)
+    from tqdm.auto import tqdm
+
     paths = []
-    for f in features:
+    for f in tqdm(features, desc="visualisations", unit="feature", disable=not progress):
         path = out_dir / _evidence_name(f)
         paths.append(path)
         if path.exists():
@@ -400,6 +410,7 @@ def build_report(
     device: str = "cpu",
     seed: int = 0,
     no_evidence_reason: str | None = None,
+    progress: bool = True,
 ) -> Path:
     """Write ``run_dir/report.html`` and return its path.
 
@@ -422,6 +433,7 @@ def build_report(
         device: ``"cpu"`` or ``"cuda"``.
         seed: seeds the evidence sample, the clustering and the visualisations.
         no_evidence_reason: why ``spec``/``dataset`` are missing, shown in the report.
+        progress: progress bars for the evidence images and visualisations (stderr).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -440,7 +452,7 @@ def build_report(
     evidence_ids: list[int] = []
     if spec is not None and dataset is not None:
         evidence_ids = select_evidence_features(df, max_evidence_features, seed=seed)
-        render_feature_evidence(run_dir, spec, dataset, evidence_ids, n_top, device)
+        render_feature_evidence(run_dir, spec, dataset, evidence_ids, n_top, device, progress=progress)
         if visualize:
             vis_ids = _extremes_first(df, evidence_ids)[:max_visualized_features]
             spectrum = color = None
@@ -452,7 +464,8 @@ def build_report(
             except (ValueError, TypeError) as err:  # unusual dataset: plain Fourier fallback
                 notes.append(f"average spectrum unavailable ({err}); plain Fourier parameterisation used")
             render_feature_visualizations(run_dir, spec, vis_ids, spectrum=spectrum, color=color,
-                                          steps=visualize_steps, seed=seed, device=device)
+                                          steps=visualize_steps, seed=seed, device=device,
+                                          progress=progress)
             if decoder_features > 0 and (run_dir / "complexity.npz").exists():
                 order = df.sort_values("complexity", kind="stable")["feature"].astype(int).tolist()
                 half = (decoder_features + 1) // 2  # the simplest and the most complex
