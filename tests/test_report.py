@@ -317,6 +317,22 @@ def test_report_in_headless_chromium(tmp_path):
         rows = driver.find_elements(By.CSS_SELECTOR, "#explorer tr[data-feature]")
         assert {int(r.get_attribute("data-feature")) for r in rows} == set(df.loc[df["class"] == 2, "feature"])
 
+        # and by importance range and cluster, combined with the class filter
+        driver.find_element(By.ID, "f-gmin").send_keys("0")
+        n_pos = int(((df["class"] == 2) & (df["importance"] >= 0)).sum())
+        assert driver.find_element(By.ID, "page-info").text.startswith(f"{n_pos} of 24")
+        driver.find_element(By.ID, "f-gmin").clear()
+        driver.execute_script("const e = document.getElementById('f-gmin'); e.value = '';"
+                              "e.dispatchEvent(new Event('input'))")
+        clusters = pd.read_parquet(run / "metafeatures.parquet")
+        Select(driver.find_element(By.ID, "f-class")).select_by_value("")
+        Select(driver.find_element(By.ID, "f-cluster")).select_by_value("0")
+        n_c0 = int((clusters["cluster"] == 0).sum())
+        assert driver.find_element(By.ID, "page-info").text.startswith(f"{n_c0} of 24")
+        Select(driver.find_element(By.ID, "f-cluster")).select_by_value("")
+        Select(driver.find_element(By.ID, "f-class")).select_by_value("2")
+        rows = driver.find_elements(By.CSS_SELECTOR, "#explorer tr[data-feature]")
+
         rows[0].click()
         detail = driver.find_element(By.ID, "detail")
         assert detail.is_displayed()
