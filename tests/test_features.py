@@ -132,10 +132,10 @@ def test_encode_exact_on_an_ill_conditioned_nmf_dictionary() -> None:
     assert info["n_fallback"] == 0 and info["max_relative_kkt"] < 1e-6
 
 
-def test_encode_fallback_to_fista_when_pivots_run_out() -> None:
+def test_encode_fallback_to_fista_when_steps_run_out() -> None:
     A, D = _random_problem(14, 30, 15, 30)
     Z_ref = _scipy_codes(A, D)
-    Z, info = encode(A, D, dtype=torch.float64, max_pivots=1, max_iter=5000, return_info=True)
+    Z, info = encode(A, D, dtype=torch.float64, max_steps=2, max_iter=5000, return_info=True)
     assert info["n_fallback"] > 0
     np.testing.assert_allclose(nnls_objective(A, Z, D), nnls_objective(A, Z_ref, D), rtol=1e-6)
 

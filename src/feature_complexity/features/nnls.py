@@ -8,12 +8,14 @@ Notation (docs/ARCHITECTURE.md): ``A`` activations ``(n_images, d)``, ``D`` dict
 
 which is what the paper calls the feature values of an image (paper-method.md §2). SciPy's
 ``nnls`` solves one image at a time in a Python loop; at 50,000 images and 10,000 atoms that is
-hours. Here all images of a batch are solved at once with FISTA (accelerated projected gradient,
-Beck & Teboulle 2009) with per-image adaptive restart (O'Donoghue & Candès 2015), step ``1/L``
-with ``L`` the largest eigenvalue of ``D Dᵀ``. Every step is a matrix product, so the same code
-runs on CPU or CUDA. An optional finishing stage solves the least-squares problem restricted to
-each image's support with batched conjugate gradient, which brings the codes to SciPy's answer
-to ~1e-8 when the problem is well conditioned.
+hours. Here all images of a batch are solved at once, on CPU or CUDA, by one of two solvers:
+
+- Lawson–Hanson (SciPy's own algorithm), batched (default): exact; each step is one batched
+  Cholesky solve on every image's current support, gathered from the Gram matrix ``D Dᵀ``.
+- FISTA (accelerated projected gradient, Beck & Teboulle 2009) with per-image adaptive restart
+  (O'Donoghue & Candès 2015), step ``1/L`` with ``L`` the largest eigenvalue of ``D Dᵀ``, then
+  conjugate-gradient steps on each image's support. Only products with ``D``; accurate when
+  ``D Dᵀ`` is well conditioned, which NMF dictionaries are not: it is the fallback.
 """
 
 from __future__ import annotations
@@ -285,73 +287,77 @@ def _solve_on_support(
     return X
 
 
-def _bpp(
-    G: torch.Tensor, B: torch.Tensor, *, max_pivots: int, max_elements: int
+def _lawson_hanson(
+    G: torch.Tensor, B: torch.Tensor, *, max_steps: int, max_elements: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Block principal pivoting (Kim & Park 2011) for many right-hand sides at once.
+    """Lawson–Hanson active-set NNLS (the algorithm of ``scipy.optimize.nnls``), batched.
 
-    An exact active-set method: guess the passive set ``F`` (the support), solve the
-    unconstrained problem on it, and swap every coordinate that breaks a KKT condition
-    (``x_i < 0`` in ``F``, or gradient ``y_i < 0`` outside ``F``). Full swaps converge in a few
-    steps in practice; when a row stops improving, its swaps fall back to the single largest
-    index (the "backup rule"), which guarantees termination. Unlike projected gradient, the
-    number of steps does not depend on the conditioning of ``D Dᵀ``, which for NMF atoms (all
-    non-negative, so strongly correlated) is poor.
+    Every row keeps a passive set ``P`` (its support). A step either (a) admits the coordinate
+    with the most negative gradient when the current ``x`` solves the problem on ``P``, or
+    (b) when the unconstrained solution ``s`` on ``P`` has a non-positive entry, moves from
+    ``x`` towards ``s`` until the first coordinate hits zero and drops it. Rows are in different
+    phases at the same time; each step costs one batched support solve for all rows. Adding one
+    coordinate at a time keeps ``D_P`` of full rank, so unlike block pivoting this stays exact
+    on overcomplete dictionaries (``k > d``), whose NNLS solutions are not unique.
 
     Args:
         G: Gram matrix ``(k, k)``.
         B: ``A Dᵀ`` ``(batch, k)``.
-        max_pivots: budget of pivoting steps.
+        max_steps: budget of steps (at least the largest support size is needed).
         max_elements: memory bound for the support solves.
 
     Returns:
-        ``X (batch, k)`` (clamped to ``≥ 0``) and a ``(batch,)`` bool mask of converged rows.
+        ``X (batch, k)`` (≥ 0) and a ``(batch,)`` bool mask of converged rows.
     """
     import torch
 
     n, k = B.shape
     dev = B.device
     eps = torch.finfo(B.dtype).eps
+    zero = torch.zeros((), dtype=B.dtype, device=dev)
     X_out = torch.zeros_like(B)
     ok_out = torch.zeros(n, dtype=torch.bool, device=dev)
     active = torch.arange(n, device=dev)
     Bk = B
-    F = torch.zeros(n, k, dtype=torch.bool, device=dev)
+    P = torch.zeros(n, k, dtype=torch.bool, device=dev)
     X = torch.zeros_like(B)
-    Y = -B
-    alpha = torch.full((n,), 3, device=dev)
-    beta = torch.full((n,), k + 1, device=dev)
-    cols = torch.arange(k, device=dev)
-    for step in range(max_pivots + 1):
-        # Rounding noise in y grows with the terms it is the difference of; G >= 0 because
-        # D >= 0, so |G||x| + |b| bounds it without another product.
-        y_tol = 16 * eps * (X.abs() @ G + Bk.abs())
-        # Any negative x leaves F: a tolerance here would be clamped away at the end and leave
-        # a gradient behind; cycling on rounding noise is prevented by y_tol on the way back.
-        V = (F & (X < 0)) | (~F & (Y < -y_tol))
-        n_v = V.sum(dim=1)
-        done = n_v == 0
+    for _ in range(max_steps + 1):
+        # Negative gradient w = b - G x; its rounding noise is bounded by G x + |b| (G, x ≥ 0).
+        XG = X @ G
+        W = Bk - XG
+        w_tol = 16 * eps * (XG + Bk.abs())
+        cand = torch.where(~P & (W > w_tol), W, -torch.ones((), dtype=B.dtype, device=dev))
+        best, j = cand.max(dim=1)
+        done = best <= 0
         if done.any():
-            X_out[active[done]] = X[done].clamp(min=0)
+            X_out[active[done]] = X[done]
             ok_out[active[done]] = True
             keep = ~done
-            active, Bk, F, X, Y = active[keep], Bk[keep], F[keep], X[keep], Y[keep]
-            alpha, beta, V, n_v = alpha[keep], beta[keep], V[keep], n_v[keep]
+            active, Bk, P, X, j = active[keep], Bk[keep], P[keep], X[keep], j[keep]
             if active.numel() == 0:
                 break
-        if step == max_pivots:
+        if _ == max_steps:
             break
-        better = n_v < beta
-        beta = torch.where(better, n_v, beta)
-        alpha = torch.where(better, torch.full_like(alpha, 3), alpha)
-        full = better | (alpha >= 1)
-        alpha = torch.where(~better & (alpha >= 1), alpha - 1, alpha)
-        last = torch.where(V, cols, -1).amax(dim=1)  # backup rule: largest violating index
-        single = cols[None, :] == last[:, None]
-        F = F ^ torch.where(full[:, None], V, single)
-        X = _solve_on_support(G, Bk, F, max_elements=max_elements)
-        Y = torch.where(F, torch.zeros((), dtype=B.dtype), X @ G - Bk)
-    if active.numel():  # out of budget: return the best feasible point for a fallback
+        P = P.clone()
+        P[torch.arange(P.shape[0], device=dev), j] = True
+        # Inner loop: step back until the support solution is strictly positive on P.
+        for _inner in range(k):
+            S = _solve_on_support(G, Bk, P, max_elements=max_elements)
+            bad = P & (S <= 0)
+            infeasible = bad.any(dim=1)
+            if not bool(infeasible.any()):
+                X = S
+                break
+            # Largest step from x towards s keeping every coordinate of P non-negative.
+            ratio = torch.where(bad, X / (X - S).clamp(min=torch.finfo(B.dtype).tiny), 2 + zero)
+            alpha = ratio.amin(dim=1, keepdim=True).clamp(0, 1)
+            X_new = X + alpha * (S - X)
+            X = torch.where(infeasible[:, None], X_new, S)
+            # Coordinates that reached zero (up to rounding) leave the support.
+            drop = infeasible[:, None] & P & (X <= 16 * eps * X.abs().amax(dim=1, keepdim=True))
+            P = P & ~drop
+            X = torch.where(P, X, zero)
+    if active.numel():
         X_out[active] = X.clamp(min=0)
     return X_out, ok_out
 
@@ -366,7 +372,7 @@ def encode(
     tol: float = 1e-6,
     dtype: torch.dtype | None = None,
     method: str = "active_set",
-    max_pivots: int = 100,
+    max_steps: int | None = None,
     refine: bool = True,
     check_every: int = 10,
     progress: bool = False,
@@ -379,12 +385,12 @@ def encode(
 
     Two solvers:
 
-    - ``"active_set"`` (default): batched block principal pivoting, an exact active-set method
-      whose support solves are gathered per image (cost follows the support size, not ``k``).
-      Its step count does not depend on the conditioning of ``D Dᵀ``, which is poor for NMF
-      atoms. It stops when no KKT condition is violated beyond rounding (so it matches SciPy
-      to ~1e-12 whatever ``tol``); rows it cannot settle within ``max_pivots`` continue with
-      FISTA (stopping rule ``tol``) from where it stopped.
+    - ``"active_set"`` (default): Lawson–Hanson, the algorithm of ``scipy.optimize.nnls``,
+      batched; support solves are gathered per image so their cost follows the support size,
+      not ``k``. Exact (matches SciPy to ~1e-12 whatever ``tol``), also on overcomplete and
+      ill-conditioned dictionaries, which NMF atoms (all non-negative, sharing a mean direction)
+      are. Steps ≈ the largest support size. Rows not settled within ``max_steps`` continue
+      with FISTA (stopping rule ``tol``) from where they stopped.
     - ``"fista"``: accelerated projected gradient with per-image adaptive restart, step ``1/L``
       (``L`` = largest eigenvalue of ``D Dᵀ``), stopping when the projected-gradient (KKT) norm
       falls below ``tol`` times its value at ``z = 0``, then (``refine``) conjugate-gradient
@@ -404,7 +410,8 @@ def encode(
             and of the computation for ``"fista"`` (``"active_set"`` always computes in
             float64, see the comment in the code).
         method: ``"active_set"`` or ``"fista"``.
-        max_pivots: pivoting budget of the active-set method.
+        max_steps: step budget of the active-set method; default ``3 * min(k, d) + 10`` (a
+            support never needs more than ``min(k, d)`` atoms).
         refine: FISTA only: finish with conjugate-gradient steps on each image's support.
         check_every: FISTA only: iterations between two evaluations of the stopping rule.
         progress: show a tqdm bar over batches.
@@ -445,10 +452,12 @@ def encode(
             f"dictionary must be non-negative, as NMF returns it. Clip tiny negatives with "
             f"np.clip(D, 0, None) or refit the dictionary"
         )
-    if min(batch_size, max_iter, check_every, max_pivots) < 1:
+    if max_steps is None:
+        max_steps = 3 * min(D_np.shape) + 10
+    if min(batch_size, max_iter, check_every, max_steps) < 1:
         raise ValueError(
-            f"batch_size, max_iter, check_every and max_pivots must be >= 1, got {batch_size}, "
-            f"{max_iter}, {check_every}, {max_pivots}"
+            f"batch_size, max_iter, check_every and max_steps must be >= 1, got {batch_size}, "
+            f"{max_iter}, {check_every}, {max_steps}"
         )
     if not tol > 0:
         raise ValueError(f"tol must be > 0, got {tol}")
@@ -487,8 +496,8 @@ def encode(
                 Ab = torch.as_tensor(A_np[s : s + batch_size], dtype=work, device=dev)
                 Bb = Ab @ Dt.T
                 if method == "active_set":
-                    Zb, ok = _bpp(
-                        G, Bb, max_pivots=max_pivots, max_elements=max_elements
+                    Zb, ok = _lawson_hanson(
+                        G, Bb, max_steps=max_steps, max_elements=max_elements
                     )
                     if not bool(ok.all()):
                         bad = torch.nonzero(~ok).flatten()
