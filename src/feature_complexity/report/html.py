@@ -731,8 +731,8 @@ def _spectrum_strip(df: "pd.DataFrame", has_evidence: set[int], has_vis: set[int
             vis = (f'<img src="{_VIS_DIR}/{_evidence_name(f)}" alt="visualisation of feature {f}" '
                    'class="vis" loading="lazy">' if f in has_vis else "")
             items.append(f'<div class="strip-item"><div class="muted">feature {f} · K = {float(k):.3f}</div>'
-                         f'<img src="{_EVIDENCE_DIR}/{_evidence_name(f)}" alt="top images of feature {f}" '
-                         f'loading="lazy">{vis}</div>')
+                         f'<div class="strip-row"><img src="{_EVIDENCE_DIR}/{_evidence_name(f)}" '
+                         f'alt="top images of feature {f}" class="ev" loading="lazy">{vis}</div></div>')
         cols.append(f'<div class="strip-col"><h3>{label}</h3>{"".join(items)}</div>')
     return f'<div class="strip">{"".join(cols)}</div>'
 
@@ -829,8 +829,9 @@ table#explorer{border-collapse:collapse;width:100%;font-variant-numeric:tabular-
 svg text{font-size:10px;fill:var(--muted)}
 .strip{display:flex;gap:24px;flex-wrap:wrap;width:100%}
 .strip-col{flex:1 1 420px} .strip-item{margin-bottom:10px}
-.strip-item img{max-width:100%;image-rendering:pixelated;vertical-align:top}
-.strip-item img.vis{width:96px;margin-left:6px}
+.strip-row{display:flex;gap:6px;align-items:flex-start}
+.strip-item img{image-rendering:pixelated} .strip-item img.ev{max-width:calc(100% - 102px)}
+.strip-item img.vis{width:96px;flex:none}
 """
 
 _JS = r"""
