@@ -65,7 +65,7 @@ def _class_data(seed: int, n_per_class: int, n_classes: int, d: int) -> tuple[np
         (2, 30, 70, 20),  # overcomplete with k > 2d: factored (Z D) Dᵀ route
     ],
 )
-@pytest.mark.parametrize("method", ["active_set", "fista"])
+@pytest.mark.parametrize("method", ["active_set", "fista", "auto"])
 def test_encode_matches_scipy_float64(seed: int, n: int, k: int, d: int, method: str) -> None:
     A, D = _random_problem(seed, n, k, d)
     Z_ref = _scipy_codes(A, D)
@@ -94,7 +94,7 @@ def test_encode_fista_without_refinement_still_meets_tolerance() -> None:
 def test_encode_float32_default_close_to_scipy() -> None:
     A, D = _random_problem(4, 50, 20, 40)
     Z_ref = _scipy_codes(A, D)
-    Z = encode(A, D)
+    Z = encode(A, D, method="active_set")
     assert Z.dtype == np.float32
     np.testing.assert_allclose(nnls_objective(A, Z, D), nnls_objective(A, Z_ref, D), rtol=1e-4)
     np.testing.assert_allclose(Z, Z_ref, atol=1e-3)
@@ -126,7 +126,7 @@ def test_encode_exact_on_an_ill_conditioned_nmf_dictionary() -> None:
     ev = np.linalg.eigvalsh(D @ D.T)
     assert ev[-1] / ev[ev > 1e-9 * ev[-1]].min() > 1e3  # the problem is really ill-conditioned
     Z_ref = _scipy_codes(A, D)
-    Z, info = encode(A, D, return_info=True)  # float32 output, float64 inside
+    Z, info = encode(A, D, method="active_set", return_info=True)  # float64 inside
     obj, obj_ref = nnls_objective(A, Z, D), nnls_objective(A, Z_ref, D)
     assert np.all(obj <= obj_ref * (1 + 1e-6) + 1e-12)
     assert info["n_fallback"] == 0 and info["max_relative_kkt"] < 1e-6
@@ -135,7 +135,10 @@ def test_encode_exact_on_an_ill_conditioned_nmf_dictionary() -> None:
 def test_encode_fallback_to_fista_when_steps_run_out() -> None:
     A, D = _random_problem(14, 30, 15, 30)
     Z_ref = _scipy_codes(A, D)
-    Z, info = encode(A, D, dtype=torch.float64, max_steps=2, max_iter=5000, return_info=True)
+    Z, info = encode(
+        A, D, dtype=torch.float64, method="active_set", max_steps=2, max_iter=5000,
+        return_info=True,
+    )
     assert info["n_fallback"] > 0
     np.testing.assert_allclose(nnls_objective(A, Z, D), nnls_objective(A, Z_ref, D), rtol=1e-6)
 
@@ -150,15 +153,18 @@ def test_encode_planted_recovered_overcomplete_dictionary_with_disjoint_supports
         D[12 + i, i] = 2.0  # a scaled copy: the code may split mass, the fit stays exact
     rng = np.random.default_rng(6)
     A = rng.random((10, d))
-    Z = encode(A, D, dtype=torch.float64, max_iter=2000)
+    Z = encode(A, D, dtype=torch.float64, method="active_set")
     assert nnls_objective(A, Z, D).max() < 1e-12
     np.testing.assert_allclose(Z[:, :12] + 2 * Z[:, 12:], A, atol=1e-8)
 
 
 def test_encode_batches_and_torch_input_give_the_same_codes() -> None:
     A, D = _random_problem(7, 37, 10, 16)
-    Z_one = encode(A, D, dtype=torch.float64)
-    Z_many = encode(torch.as_tensor(A), torch.as_tensor(D), dtype=torch.float64, batch_size=5)
+    Z_one = encode(A, D, dtype=torch.float64, method="active_set")
+    Z_many = encode(
+        torch.as_tensor(A), torch.as_tensor(D), dtype=torch.float64, batch_size=5,
+        method="active_set",
+    )
     assert isinstance(Z_many, np.ndarray)
     np.testing.assert_allclose(Z_many, Z_one, atol=1e-10)
 
@@ -167,7 +173,7 @@ def test_encode_zero_and_negative_images_get_zero_codes() -> None:
     rng = np.random.default_rng(8)
     D = rng.random((6, 10))
     A = np.vstack([np.zeros(10), -rng.random(10), rng.random(10)])
-    Z = encode(A, D, dtype=torch.float64)
+    Z = encode(A, D, dtype=torch.float64, method="active_set")
     # b = A Dᵀ <= 0 for the first two rows: z = 0 satisfies the KKT conditions exactly
     np.testing.assert_array_equal(Z[:2], 0.0)
     assert Z[2].sum() > 0

@@ -315,48 +315,49 @@ def _lawson_hanson(
     dev = B.device
     eps = torch.finfo(B.dtype).eps
     zero = torch.zeros((), dtype=B.dtype, device=dev)
+    minus_one = -torch.ones((), dtype=B.dtype, device=dev)
     X_out = torch.zeros_like(B)
     ok_out = torch.zeros(n, dtype=torch.bool, device=dev)
     active = torch.arange(n, device=dev)
     Bk = B
     P = torch.zeros(n, k, dtype=torch.bool, device=dev)
     X = torch.zeros_like(B)
-    for _ in range(max_steps + 1):
+    # A row may admit a coordinate only when X solves its problem on P exactly (Lawson–Hanson's
+    # outer loop); after a step back it first re-solves on the smaller P (the inner loop). The
+    # two loops are merged so that every step costs exactly one support solve for all rows.
+    may_add = torch.ones(n, dtype=torch.bool, device=dev)
+    for step in range(max_steps + 1):
         # Negative gradient w = b - G x; its rounding noise is bounded by G x + |b| (G, x ≥ 0).
         XG = X @ G
         W = Bk - XG
         w_tol = 16 * eps * (XG + Bk.abs())
-        cand = torch.where(~P & (W > w_tol), W, -torch.ones((), dtype=B.dtype, device=dev))
+        cand = torch.where(~P & (W > w_tol), W, minus_one)
         best, j = cand.max(dim=1)
-        done = best <= 0
+        done = may_add & (best <= 0)
         if done.any():
             X_out[active[done]] = X[done]
             ok_out[active[done]] = True
             keep = ~done
-            active, Bk, P, X, j = active[keep], Bk[keep], P[keep], X[keep], j[keep]
+            active, Bk, P, X = active[keep], Bk[keep], P[keep], X[keep]
+            j, may_add = j[keep], may_add[keep]
             if active.numel() == 0:
                 break
-        if _ == max_steps:
+        if step == max_steps:
             break
-        P = P.clone()
-        P[torch.arange(P.shape[0], device=dev), j] = True
-        # Inner loop: step back until the support solution is strictly positive on P.
-        for _inner in range(k):
-            S = _solve_on_support(G, Bk, P, max_elements=max_elements)
-            bad = P & (S <= 0)
-            infeasible = bad.any(dim=1)
-            if not bool(infeasible.any()):
-                X = S
-                break
-            # Largest step from x towards s keeping every coordinate of P non-negative.
-            ratio = torch.where(bad, X / (X - S).clamp(min=torch.finfo(B.dtype).tiny), 2 + zero)
-            alpha = ratio.amin(dim=1, keepdim=True).clamp(0, 1)
-            X_new = X + alpha * (S - X)
-            X = torch.where(infeasible[:, None], X_new, S)
-            # Coordinates that reached zero (up to rounding) leave the support.
-            drop = infeasible[:, None] & P & (X <= 16 * eps * X.abs().amax(dim=1, keepdim=True))
-            P = P & ~drop
-            X = torch.where(P, X, zero)
+        rows = torch.nonzero(may_add).flatten()
+        P[rows, j[rows]] = True
+        S = _solve_on_support(G, Bk, P, max_elements=max_elements)
+        bad = P & (S <= 0)
+        infeasible = bad.any(dim=1)
+        # Largest step from x towards s keeping every coordinate of P non-negative.
+        ratio = torch.where(bad, X / (X - S).clamp(min=torch.finfo(B.dtype).tiny), 2 + zero)
+        alpha = ratio.amin(dim=1, keepdim=True).clamp(0, 1)
+        X = torch.where(infeasible[:, None], X + alpha * (S - X), S)
+        # Coordinates that reached zero (up to rounding) leave the support.
+        tiny = 16 * eps * X.abs().amax(dim=1, keepdim=True)
+        P = P & ~(infeasible[:, None] & (X <= tiny))
+        X = torch.where(P, X, zero)
+        may_add = ~infeasible
     if active.numel():
         X_out[active] = X.clamp(min=0)
     return X_out, ok_out
@@ -371,7 +372,7 @@ def encode(
     max_iter: int = 500,
     tol: float = 1e-6,
     dtype: torch.dtype | None = None,
-    method: str = "active_set",
+    method: str = "auto",
     max_steps: int | None = None,
     refine: bool = True,
     check_every: int = 10,
@@ -383,9 +384,14 @@ def encode(
     Each row is solved independently (the problem separates over images), all rows of a batch
     at once, on ``device``; no per-image Python loop.
 
-    Two solvers:
+    Solvers (``method``):
 
-    - ``"active_set"`` (default): Lawson–Hanson, the algorithm of ``scipy.optimize.nnls``,
+    - ``"auto"`` (default): ``"active_set"`` on a GPU, ``"scipy"`` on the CPU.
+    - ``"scipy"``: ``scipy.optimize.nnls`` image by image. Compiled Lawson–Hanson; on the CPU
+      with a few hundred atoms it is faster than the batched torch code (measured: 2,000
+      images, k=100, d=64: 0.7 s against 13 s on this 2-core machine), so it is the CPU
+      default despite the Python loop over images. Too slow for 10,000 atoms.
+    - ``"active_set"``: Lawson–Hanson, the algorithm of ``scipy.optimize.nnls``,
       batched; support solves are gathered per image so their cost follows the support size,
       not ``k``. Exact (matches SciPy to ~1e-12 whatever ``tol``), also on overcomplete and
       ill-conditioned dictionaries, which NMF atoms (all non-negative, sharing a mean direction)
@@ -409,7 +415,7 @@ def encode(
         dtype: ``torch.float32`` (default) or ``torch.float64``: the precision of the output,
             and of the computation for ``"fista"`` (``"active_set"`` always computes in
             float64, see the comment in the code).
-        method: ``"active_set"`` or ``"fista"``.
+        method: ``"auto"``, ``"scipy"``, ``"active_set"`` or ``"fista"``.
         max_steps: step budget of the active-set method; default ``3 * min(k, d) + 10`` (a
             support never needs more than ``min(k, d)`` atoms).
         refine: FISTA only: finish with conjugate-gradient steps on each image's support.
@@ -432,8 +438,10 @@ def encode(
         dtype = torch.float32
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-    if method not in ("active_set", "fista"):
-        raise ValueError(f"method must be 'active_set' or 'fista', got {method!r}")
+    if method not in ("auto", "scipy", "active_set", "fista"):
+        raise ValueError(
+            f"method must be 'auto', 'scipy', 'active_set' or 'fista', got {method!r}"
+        )
     A_np = _as_numpy_2d(A, "A")
     D_np = _as_numpy_2d(D, "D")
     if A_np.shape[1] != D_np.shape[1]:
@@ -463,6 +471,8 @@ def encode(
         raise ValueError(f"tol must be > 0, got {tol}")
 
     dev = torch.device(device)
+    if method == "auto":
+        method = "scipy" if dev.type == "cpu" else "active_set"
     n, d = A_np.shape
     k = D_np.shape[0]
     # The active-set solves work on the Gram matrix, which squares the conditioning of D, and
@@ -477,7 +487,26 @@ def encode(
     Z_all = np.zeros((n, k), dtype=np_dtype)
     rel_all = np.zeros(n)
     n_fallback = 0
-    if L > 0 and n > 0:  # else an all-zero dictionary explains nothing: every code is zero
+    if method == "scipy" and L > 0 and n > 0:
+        from scipy.optimize import nnls
+
+        Dt64 = np.ascontiguousarray(D_np.T, dtype=np.float64)  # (d, k): nnls solves Dᵀ z ≈ a
+        G64 = D_np.astype(np.float64) @ Dt64
+        rows = range(n)
+        if progress:
+            from tqdm.auto import tqdm
+
+            rows = tqdm(rows, desc="NNLS codes", unit="img", mininterval=1.0)
+        for r in rows:
+            a = A_np[r].astype(np.float64)
+            z = nnls(Dt64, a, maxiter=max_steps)[0]
+            Z_all[r] = z
+            b = Dt64.T @ a
+            g = G64 @ z - b
+            g0 = np.linalg.norm(np.maximum(b, 0))
+            pg = np.where(z > 0, g, np.minimum(g, 0))
+            rel_all[r] = np.linalg.norm(pg) / g0 if g0 > 0 else 0.0
+    elif L > 0 and n > 0:  # else an all-zero dictionary explains nothing: every code is zero
         # FISTA's gradient costs k² per image with the Gram matrix, 2kd through D.
         use_gram = method == "active_set" or k <= 2 * d
         G = Dt @ Dt.T if use_gram else None
