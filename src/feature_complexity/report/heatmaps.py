@@ -92,10 +92,9 @@ def spatial_output(spec: "ModelSpec", images: "torch.Tensor", *, device: str = "
 
 
 def _encode(A: np.ndarray, D: np.ndarray, device: str) -> np.ndarray:
-    try:
-        from feature_complexity.features import encode
-    except ImportError:  # package __init__ not written yet: same function, defining module
-        from feature_complexity.features.nnls import encode
+    """The images' own coding rule (``features.encode``), applied to positions."""
+    from feature_complexity.features import encode
+
     return np.asarray(encode(A, D, device=device))
 
 
