@@ -19,7 +19,8 @@ Each step sees ``n_crops`` copies of the image under random jitter (translation)
 rotation, one affine warp each (``grid_sample`` with reflection padding): a pattern survives only if
 it excites the feature wherever and however large it is, which keeps it readable. The random
 transforms come from a seeded ``torch.Generator`` on the CPU, so a seed gives the same image on
-every run (and the same transforms on CPU and GPU).
+every run on the CPU, and the same transforms on CPU and GPU (on a GPU the backward pass of
+``grid_sample`` accumulates with atomics, so images may differ in the last bits between runs).
 
 Objectives:
 - :func:`visualize_feature`: ``<A(x), d_i> / ||d_i||``, the feature's direction in the penultimate
