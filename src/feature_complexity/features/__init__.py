@@ -2,7 +2,8 @@
 ``Z (n_images, k)`` of every image, and the fidelity of ``A ≈ Z @ D``.
 
 - :func:`fit_dictionary` — per-class NMF (the paper's default) or one global NMF.
-- :func:`encode` — batched non-negative least squares in torch (CPU or CUDA).
+- :func:`encode` — non-negative least squares codes: SciPy on the CPU, batched Lawson–Hanson
+  in torch on a GPU (FISTA as an option).
 - :func:`fidelity` — reconstruction error and the head's accuracy on ``Z @ D``.
 
 Torch and scikit-learn are imported inside the functions, so importing this package is cheap.

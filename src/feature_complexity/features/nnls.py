@@ -265,8 +265,9 @@ def _solve_on_support(
     idx = torch.argsort((~F).to(torch.int8), dim=1, stable=True)[:, :s_max]
     valid = torch.arange(s_max, device=B.device)[None, :] < size[:, None]
     eye = torch.eye(s_max, dtype=B.dtype, device=B.device)
-    # A tiny ridge keeps the factorisation defined when F holds more atoms than the rank of D
-    # (an overcomplete dictionary); it is escalated only for the rows that still fail.
+    # A tiny ridge keeps the factorisation defined if rounding makes G_FF numerically singular
+    # (Lawson–Hanson keeps D_F of full rank in exact arithmetic); it grows only while some row
+    # of the chunk still fails to factorise.
     eps = torch.finfo(B.dtype).eps
     diag_scale = float(torch.diagonal(G).mean().item())
     rows = max(1, max_elements // (s_max * s_max))
@@ -381,16 +382,16 @@ def encode(
 ) -> np.ndarray | tuple[np.ndarray, dict[str, float]]:
     """Non-negative codes of every image on a fixed dictionary: ``Z = argmin_{Z≥0} ||A − Z D||²``.
 
-    Each row is solved independently (the problem separates over images), all rows of a batch
-    at once, on ``device``; no per-image Python loop.
+    Each row is solved independently (the problem separates over images). The torch solvers
+    treat all rows of a batch at once on ``device``, with no per-image Python loop.
 
     Solvers (``method``):
 
     - ``"auto"`` (default): ``"active_set"`` on a GPU, ``"scipy"`` on the CPU.
     - ``"scipy"``: ``scipy.optimize.nnls`` image by image. Compiled Lawson–Hanson; on the CPU
-      with a few hundred atoms it is faster than the batched torch code (measured: 2,000
-      images, k=100, d=64: 0.7 s against 13 s on this 2-core machine), so it is the CPU
-      default despite the Python loop over images. Too slow for 10,000 atoms.
+      with a few hundred atoms it is about as fast as the batched torch code, and much less
+      sensitive to a loaded machine (benchmarks/README.md, "NNLS codes"), so it is the CPU
+      default despite the Python loop over images. Too slow for 10,000 atoms: use a GPU.
     - ``"active_set"``: Lawson–Hanson, the algorithm of ``scipy.optimize.nnls``,
       batched; support solves are gathered per image so their cost follows the support size,
       not ``k``. Exact (matches SciPy to ~1e-12 whatever ``tol``), also on overcomplete and
