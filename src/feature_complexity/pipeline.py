@@ -114,12 +114,21 @@ class _Timer:
 def fit_features(A: np.ndarray, image_class: np.ndarray, n_classes: int, config: RunConfig,
                  *, progress: bool = True) -> "Dictionary":
     """The dictionary stage: per-class (or global) NMF on the penultimate activations."""
+    import warnings
+
     from .features import fit_dictionary
 
+    present = np.unique(image_class)
+    if config.dictionary == "per_class" and present.size < n_classes:
+        # Common and legitimate: a probe set covering a subset of ImageNet's classes.
+        warnings.warn(
+            f"{present.size} of the model's {n_classes} classes have images; features are "
+            "extracted for those classes only", stacklevel=2,
+        )
     return fit_dictionary(
         np.asarray(A), image_class, method=config.dictionary,
         n_atoms_per_class=config.n_atoms_per_class, n_atoms=config.n_atoms,
-        n_classes=n_classes, seed=config.seed, progress=progress,
+        n_classes=n_classes, seed=config.seed, skip_empty_classes=True, progress=progress,
     )
 
 
