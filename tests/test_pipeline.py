@@ -79,3 +79,15 @@ def test_class_with_too_few_images_is_a_clear_error(tiny_spec, tiny_images, tmp_
     with pytest.raises(ValueError, match="class"):
         run_analysis(tiny_spec, tiny_images, tmp_path / "r", RunConfig(n_atoms_per_class=40, n_folds=3),
                      flow=False, report=False, progress=False)
+
+
+def test_probe_set_covering_some_classes(tiny_spec, tiny_images, tmp_path):
+    """A probe set with images of only some classes (a slice of ImageNet, say) gives features
+    for those classes, with a warning, not an error."""
+    tiny_images.labels_[tiny_images.labels_ == 3] = 0
+    tiny_images.labels = tiny_images.labels_.numpy().astype(np.int64)
+    with pytest.warns(UserWarning, match="3 of the model's 4 classes"):
+        result = run_analysis(tiny_spec, tiny_images, tmp_path / "r", _config(class_source="label"),
+                              flow=False, report=False, progress=False)
+    assert sorted(set(result.features["class"])) == [0, 1, 2]
+    assert len(result.features) == 9
