@@ -422,9 +422,23 @@ def test_cli_report_rebuilds_model_and_images_from_the_manifest(tmp_path, capsys
     manifest["model"] = {**spec.describe(), "checkpoint": None}
     manifest["data"] = source.describe()
     (run / "manifest.json").write_text(json.dumps(manifest))
+    # the run's own activations, as the pipeline keeps them: the rebuilt model must reproduce them
+    from feature_complexity.activations import extract_activations
+
+    acts = extract_activations(spec, source, batch_size=12, progress=False)
+    (run / "activations").mkdir()
+    np.save(run / "activations" / "penultimate.npy", np.asarray(acts.penultimate))
     assert main(["report", str(run), "--embed", "pca", "--n-top", "2"]) == 0
     assert sorted(p.name for p in (run / "evidence").iterdir()) == [f"feature_{i:04d}.png" for i in range(6)]
     assert "not rendered" not in (run / "report.html").read_text()
+
+    # another model than the run's (here: other activations recorded) -> no evidence, and why
+    shutil.rmtree(run / "evidence")
+    np.save(run / "activations" / "penultimate.npy", np.asarray(acts.penultimate) + 1.0)
+    capsys.readouterr()
+    assert main(["report", str(run), "--embed", "pca", "--n-top", "2"]) == 0
+    assert "does not reproduce" in capsys.readouterr().err
+    assert not (run / "evidence").exists() or not any((run / "evidence").iterdir())
 
 
 @pytest.mark.slow

@@ -64,10 +64,14 @@ def rebuild_from_manifest(
     from feature_complexity.models.registry import build_model
 
     kwargs = dict(model.get("build_args") or {})
-    if not kwargs:
-        kwargs = {k: model[k] for k in ("weights", "checkpoint", "num_classes") if model.get(k) is not None}
+    for key in ("weights", "checkpoint", "num_classes"):
+        # a model trained in-process (the demo) is built without a checkpoint, which the caller
+        # records beside build_args: the recorded file wins over the fresh initialisation
+        if model.get(key) is not None and kwargs.get(key) is None:
+            kwargs[key] = model[key]
     if checkpoint is not None:
         kwargs["checkpoint"] = checkpoint
+    if kwargs.get("checkpoint") is not None:
         kwargs.pop("weights", None)
     ckpt = kwargs.get("checkpoint")
     if ckpt and not Path(ckpt).exists():
@@ -98,6 +102,38 @@ def rebuild_from_manifest(
     return spec, source, None
 
 
+def _check_reproduces(spec: Any, source: Any, run_dir: Path, *, device: str = "cpu",
+                      n_images: int = 8) -> str | None:
+    """Does the rebuilt model give the run's own penultimate activations on its first images?
+
+    Evidence drawn with another model (a fresh initialisation, a different checkpoint) would be
+    silently wrong; this compares against ``activations/penultimate.npy`` when the run kept it.
+
+    Returns:
+        ``None`` when they agree (or nothing to compare with), else the reason.
+    """
+    import numpy as np
+    import torch
+
+    from feature_complexity.activations import capture
+
+    path = run_dir / "activations" / "penultimate.npy"
+    if not path.exists():
+        return None
+    stored = np.load(path, mmap_mode="r")
+    n = min(n_images, len(source), stored.shape[0])
+    x = torch.stack([source[i][0] for i in range(n)]).to(device)
+    module = spec.module.to(device).eval()
+    with capture(spec, layers=False) as rec, torch.no_grad():
+        module(x)
+    got = rec["penultimate"].float().cpu().numpy()
+    want = np.asarray(stored[:n], dtype=np.float32)
+    if got.shape != want.shape or not np.allclose(got, want, rtol=1e-3, atol=1e-3 * (np.abs(want).max() + 1e-12)):
+        return ("the model rebuilt from manifest.json does not reproduce the run's activations "
+                "(another checkpoint or images?); pass --checkpoint / --data")
+    return None
+
+
 def _report(args: argparse.Namespace) -> int:
     import json
 
@@ -125,6 +161,10 @@ def _report(args: argparse.Namespace) -> int:
             reason = (f"the rebuilt probe images ({len(source)}) do not match codes.npy ({n_codes} rows); "
                       "pass --data with the run's images")
             spec = source = None
+    if spec is not None and source is not None:
+        mismatch = _check_reproduces(spec, source, run_dir, device=args.device)
+        if mismatch is not None:
+            reason, spec, source = mismatch, None, None
     if reason is not None and spec is None:
         print(f"report: no evidence images: {reason}", file=sys.stderr)
     out = build_report(run_dir, spec=spec, dataset=source, n_top=args.n_top,

@@ -59,7 +59,7 @@ SECTIONS: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("what", "What: features along the complexity spectrum",
      "Complexity K = 1 − mean over layers of the V-information I_V(f_l → z); the per-layer I_V is "
      "the feature's decodability curve (paper §3, §7).",
-     ("complexity", "hist", "iv", "layer", "decod", "metafeature", "umap", "cluster", "gallery",
+     ("complexity", "hist", "iv", "layer", "decod", "metafeature", "umap", "cluster", "gallery", "factor",
       "visual", "what")),
 ]
 
