@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._blocks import BasicBlock, resnet_spec
+
 if TYPE_CHECKING:
     from .spec import ModelSpec
 
@@ -69,7 +71,7 @@ class OptionAShortcut(nn.Module):
         return f"pad={self.pad}"
 
 
-class BasicBlockA(nn.Module):
+class BasicBlockA(BasicBlock):
     """conv3x3-BN-ReLU-conv3x3-BN, plus the shortcut, then ReLU.
 
     ``bn2`` outputs the main branch and ``shortcut`` the skip branch, before the addition. No
@@ -79,11 +81,7 @@ class BasicBlockA(nn.Module):
     expansion = 1
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
+        super().__init__(in_planes, planes, stride)
         self.shortcut: nn.Module
         if stride != 1 or in_planes != planes:
             if (planes - in_planes) % 2:
@@ -92,10 +90,8 @@ class BasicBlockA(nn.Module):
         else:
             self.shortcut = nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+    def skip(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shortcut(x)
 
 
 class CifarResNet(nn.Module):
@@ -141,29 +137,11 @@ def cifar_resnet(depth: int, num_classes: int = 10) -> CifarResNet:
 
 def cifar_spec(module: CifarResNet, *, name: str, class_names: list[str] | None = None) -> "ModelSpec":
     """The :class:`ModelSpec` of a :class:`CifarResNet`: every block a probe layer, head ``linear``."""
-    from .spec import BlockBranches, ModelSpec
-
-    probe_layers: list[str] = []
-    branches: dict[str, BlockBranches] = {}
-    for stage in (1, 2, 3):
-        for i, block in enumerate(getattr(module, f"layer{stage}")):
-            block_name = f"layer{stage}.{i}"
-            probe_layers.append(block_name)
-            skip = f"{block_name}.shortcut" if isinstance(block.shortcut, OptionAShortcut) else None
-            branches[block_name] = BlockBranches(main=f"{block_name}.bn2", skip=skip, post=torch.relu)
-    num_classes = module.linear.out_features
-    if class_names is None and num_classes == 10:
+    if class_names is None and module.linear.out_features == 10:
         class_names = list(CIFAR10_CLASSES)
-    return ModelSpec(
-        name=name,
-        module=module,
-        probe_layers=probe_layers,
-        head="linear",
-        num_classes=num_classes,
-        input_size=32,
-        mean=CIFAR_MEAN,
-        std=CIFAR_STD,
-        spatial_layer=probe_layers[-1],
-        branches=branches,
-        class_names=class_names,
+    return resnet_spec(
+        module, ["layer1", "layer2", "layer3"],
+        main=lambda block: "bn2",
+        skip=lambda block: "shortcut" if isinstance(block.shortcut, OptionAShortcut) else None,
+        name=name, head="linear", input_size=32, mean=CIFAR_MEAN, std=CIFAR_STD, class_names=class_names,
     )

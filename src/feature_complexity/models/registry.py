@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .spec import IMAGENET_MEAN, IMAGENET_STD, BlockBranches, ModelSpec, _describe_candidates
+from .torchvision_resnets import TORCHVISION_BLOCKS as _TORCHVISION_BLOCKS
+from .torchvision_resnets import TORCHVISION_RESNETS as _TORCHVISION
 
 if TYPE_CHECKING:
     import torch
@@ -29,31 +31,6 @@ if TYPE_CHECKING:
 
 __all__ = ["build_model", "known_models", "spec_from_module", "load_checkpoint", "read_state_dict"]
 
-_TORCHVISION = (
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "resnet152",
-    "wide_resnet50_2",
-    "wide_resnet101_2",
-    "resnext50_32x4d",
-    "resnext101_32x8d",
-    "resnext101_64x4d",
-)
-# blocks per stage of each torchvision model: narrows the architecture guess for a checkpoint
-_TORCHVISION_BLOCKS: dict[str, tuple[int, ...]] = {
-    "resnet18": (2, 2, 2, 2),
-    "resnet34": (3, 4, 6, 3),
-    "resnet50": (3, 4, 6, 3),
-    "resnet101": (3, 4, 23, 3),
-    "resnet152": (3, 8, 36, 3),
-    "wide_resnet50_2": (3, 4, 6, 3),
-    "wide_resnet101_2": (3, 4, 23, 3),
-    "resnext50_32x4d": (3, 4, 6, 3),
-    "resnext101_32x8d": (3, 4, 23, 3),
-    "resnext101_64x4d": (3, 4, 23, 3),
-}
 _CIFAR_DEPTHS = (20, 32, 44, 56, 110)  # mirrors cifar_resnet.CIFAR_DEPTHS without importing torch
 _CIFAR = tuple(f"cifar-resnet{d}" for d in _CIFAR_DEPTHS)
 _SMALL = "small-resnet"

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._blocks import BasicBlock, resnet_spec
+
 if TYPE_CHECKING:
     from .spec import ModelSpec
 
@@ -31,29 +33,22 @@ SMALL_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
 SMALL_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
 
-class SmallBlock(nn.Module):
+class SmallBlock(BasicBlock):
     """conv3x3-BN-ReLU-conv3x3-BN plus the (identity or ``downsample``) shortcut, then ReLU.
 
     ``bn2`` outputs the main branch before the addition; no in-place operation touches it.
     """
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
+        super().__init__(in_planes, planes, stride)
         self.downsample: nn.Module | None = None
         if stride != 1 or in_planes != planes:
             self.downsample = nn.Sequential(
                 nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
             )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        skip = x if self.downsample is None else self.downsample(x)
-        return F.relu(out + skip)
+    def skip(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.downsample is None else self.downsample(x)
 
 
 class SmallResNet(nn.Module):
@@ -126,26 +121,8 @@ class SmallResNet(nn.Module):
 
 def small_spec(module: SmallResNet, *, name: str = "small-resnet", class_names: list[str] | None = None) -> "ModelSpec":
     """The :class:`ModelSpec` of a :class:`SmallResNet`: every block a probe layer, head ``fc``."""
-    from .spec import BlockBranches, ModelSpec
-
-    probe_layers: list[str] = []
-    branches: dict[str, BlockBranches] = {}
-    for s, stage in enumerate(module.stages(), start=1):
-        for i, block in enumerate(stage):
-            block_name = f"layer{s}.{i}"
-            probe_layers.append(block_name)
-            skip = f"{block_name}.downsample" if block.downsample is not None else None
-            branches[block_name] = BlockBranches(main=f"{block_name}.bn2", skip=skip, post=torch.relu)
-    return ModelSpec(
-        name=name,
-        module=module,
-        probe_layers=probe_layers,
-        head="fc",
-        num_classes=module.fc.out_features,
-        input_size=32,
-        mean=SMALL_MEAN,
-        std=SMALL_STD,
-        spatial_layer=probe_layers[-1],
-        branches=branches,
-        class_names=class_names,
+    return resnet_spec(
+        module, [f"layer{s}" for s in range(1, module.n_stages + 1)],
+        main=lambda block: "bn2", skip=lambda block: None if block.downsample is None else "downsample",
+        name=name, head="fc", input_size=32, mean=SMALL_MEAN, std=SMALL_STD, class_names=class_names,
     )

@@ -14,26 +14,27 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported inside the functions: the registry reads the names below
+    from torch import nn
 
-if TYPE_CHECKING:
     from .spec import BlockBranches, ModelSpec
 
-__all__ = ["TORCHVISION_RESNETS", "torchvision_resnet", "torchvision_spec", "resnet_branches"]
+__all__ = ["TORCHVISION_BLOCKS", "TORCHVISION_RESNETS", "torchvision_resnet", "torchvision_spec", "resnet_branches"]
 
-TORCHVISION_RESNETS: tuple[str, ...] = (
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "resnet152",
-    "wide_resnet50_2",
-    "wide_resnet101_2",
-    "resnext50_32x4d",
-    "resnext101_32x8d",
-    "resnext101_64x4d",
-)
+#: blocks per stage of each model (also narrows the architecture guess for a checkpoint)
+TORCHVISION_BLOCKS: dict[str, tuple[int, ...]] = {
+    "resnet18": (2, 2, 2, 2),
+    "resnet34": (3, 4, 6, 3),
+    "resnet50": (3, 4, 6, 3),
+    "resnet101": (3, 4, 23, 3),
+    "resnet152": (3, 8, 36, 3),
+    "wide_resnet50_2": (3, 4, 6, 3),
+    "wide_resnet101_2": (3, 4, 23, 3),
+    "resnext50_32x4d": (3, 4, 6, 3),
+    "resnext101_32x8d": (3, 4, 23, 3),
+    "resnext101_64x4d": (3, 4, 23, 3),
+}
+TORCHVISION_RESNETS: tuple[str, ...] = tuple(TORCHVISION_BLOCKS)
 
 
 def resolve_weights(name: str, weights: str) -> object:
@@ -95,48 +96,42 @@ def key_of(enum_member: object) -> str:
     return str(getattr(enum_member, "name", enum_member))
 
 
+_STAGES = ("layer1", "layer2", "layer3", "layer4")
+
+
+def _main_branch(block: nn.Module) -> str:
+    """``bn3`` of a ``Bottleneck``, ``bn2`` of a ``BasicBlock``."""
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
+    if isinstance(block, Bottleneck):
+        return "bn3"
+    if isinstance(block, BasicBlock):
+        return "bn2"
+    # a user-modified model: no branch capture for unknown block types
+    raise ValueError(f"is a {type(block).__name__}, not a torchvision BasicBlock/Bottleneck")
+
+
+def _skip_branch(block: nn.Module) -> str | None:
+    return None if block.downsample is None else "downsample"
+
+
 def resnet_branches(module: nn.Module) -> "tuple[list[str], dict[str, BlockBranches]]":
     """Probe layers (every block of ``layer1 … layer4``, forward order) and their branches.
 
     The main branch is read at ``bn2`` (``BasicBlock``) or ``bn3`` (``Bottleneck``), the skip
     branch at ``downsample`` when the block has one (``None``: identity, the block input).
     """
-    from torchvision.models.resnet import BasicBlock, Bottleneck
+    from ._blocks import residual_blocks
 
-    from .spec import BlockBranches
-
-    probe_layers: list[str] = []
-    branches: dict[str, BlockBranches] = {}
-    for stage in (1, 2, 3, 4):
-        for i, block in enumerate(getattr(module, f"layer{stage}")):
-            block_name = f"layer{stage}.{i}"
-            if isinstance(block, Bottleneck):
-                main = f"{block_name}.bn3"
-            elif isinstance(block, BasicBlock):
-                main = f"{block_name}.bn2"
-            else:  # a user-modified model: no branch capture for unknown block types
-                raise ValueError(f"{block_name} is a {type(block).__name__}, not a torchvision BasicBlock/Bottleneck")
-            skip = f"{block_name}.downsample" if block.downsample is not None else None
-            probe_layers.append(block_name)
-            branches[block_name] = BlockBranches(main=main, skip=skip, post=torch.relu)
-    return probe_layers, branches
+    return residual_blocks(module, _STAGES, main=_main_branch, skip=_skip_branch)
 
 
 def torchvision_spec(module: nn.Module, *, name: str, class_names: list[str] | None = None) -> "ModelSpec":
     """The :class:`ModelSpec` of a torchvision ResNet: 224 px, ImageNet mean/std, head ``fc``."""
-    from .spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
+    from ._blocks import resnet_spec
+    from .spec import IMAGENET_MEAN, IMAGENET_STD
 
-    probe_layers, branches = resnet_branches(module)
-    return ModelSpec(
-        name=name,
-        module=module,
-        probe_layers=probe_layers,
-        head="fc",
-        num_classes=module.fc.out_features,
-        input_size=224,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        spatial_layer=probe_layers[-1],
-        branches=branches,
-        class_names=class_names,
+    return resnet_spec(
+        module, _STAGES, main=_main_branch, skip=_skip_branch,
+        name=name, head="fc", input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, class_names=class_names,
     )
