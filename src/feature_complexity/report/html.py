@@ -923,7 +923,7 @@ function curve(i) {
   s += `<polygon points="${x(0)},${y(0)} ${pts} ${x(L - 1)},${y(0)}" fill="#2f6fb3" opacity="0.12"/>`;
   s += `<polyline points="${pts}" fill="none" stroke="#2f6fb3" stroke-width="2"/>`;
   iv.forEach((v, j) => { s += `<circle cx="${x(j)}" cy="${y(v === null ? 0 : v)}" r="3" fill="#2f6fb3"><title>${esc(DATA.layers[j])}: ${fmt(v)}</title></circle>`; });
-  const step = Math.max(1, Math.ceil(L / 8));
+  const step = Math.max(1, Math.ceil(L / 5));  // about five labels fit under 360 px
   DATA.layers.forEach((n, j) => { if (j % step === 0 || j === L - 1) s += `<text x="${x(j)}" y="${H - b + 14}" text-anchor="${j === L - 1 && L > 1 ? "end" : (j === 0 && L > 1 ? "start" : "middle")}">${esc(n)}</text>`; });
   s += `<text x="${(l + W - r) / 2}" y="${H - 4}" text-anchor="middle">probe layer (forward order)</text>`;
   return s + "</svg>";
