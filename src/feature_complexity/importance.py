@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._validation import as_array, as_class_indices
 from .features.fidelity import resolve_head_device
 
 if TYPE_CHECKING:
@@ -29,24 +30,11 @@ if TYPE_CHECKING:
 __all__ = ["importance"]
 
 
-def _as_numpy(x: Any, name: str, ndim: int) -> np.ndarray:
-    if hasattr(x, "detach") and hasattr(x, "cpu"):
-        x = x.detach().cpu().numpy()
-    arr = np.asarray(x)
-    if arr.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
-    return arr
-
-
 def _as_int_vector(x: Any, name: str, length: int, what: str) -> np.ndarray:
-    arr = _as_numpy(x, name, 1)
+    arr = as_array(x, name, 1)
     if arr.shape != (length,):
         raise ValueError(f"{name} must have shape ({length},), one per {what}, got {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.integer):
-        if np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr)):
-            return arr.astype(np.int64)
-        raise ValueError(f"{name} must hold integer class indices, got dtype {arr.dtype}")
-    return arr.astype(np.int64)
+    return as_class_indices(arr, name)
 
 
 def importance(
@@ -89,8 +77,8 @@ def importance(
     """
     import torch
 
-    Z = _as_numpy(Z, "Z", 2)
-    D = _as_numpy(D, "D", 2)
+    Z = as_array(Z, "Z", 2)
+    D = as_array(D, "D", 2)
     n, k = Z.shape
     if D.shape[0] != k:
         raise ValueError(

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._validation import as_array, as_class_indices
+
 __all__ = ["Dictionary", "fit_dictionary", "NEGATIVE_TOLERANCE"]
 
 #: Activations down to this value are treated as rounding noise of a ReLU output and clipped to 0.
@@ -106,14 +108,10 @@ class Dictionary:
 
 def _validate_activations(A: np.ndarray) -> np.ndarray:
     """Check ``A (n_images, d)`` for NMF and return a float copy with tiny negatives clipped."""
-    if hasattr(A, "detach") and hasattr(A, "cpu"):
-        A = A.detach().cpu().numpy()
-    A = np.asarray(A)
-    if A.ndim != 2:
-        raise ValueError(
-            f"A must be 2-D (n_images, d) penultimate activations, got shape {A.shape}; "
-            f"pool spatial maps first (global average pooling)"
-        )
+    A = as_array(
+        A, "A", 2, expected="2-D (n_images, d) penultimate activations",
+        fix="; pool spatial maps first (global average pooling)",
+    )
     if A.shape[0] == 0 or A.shape[1] == 0:
         raise ValueError(f"A is empty (shape {A.shape}); pass at least one image and one unit")
     A = A.astype(np.float64 if A.dtype == np.float64 else np.float32, copy=True)
@@ -236,11 +234,7 @@ def fit_dictionary(
             f"classes must have shape (n_images,) = ({n},), got {classes.shape}; one class per "
             f"row of A"
         )
-    if not np.issubdtype(classes.dtype, np.integer):
-        if np.issubdtype(classes.dtype, np.floating) and np.all(classes == np.round(classes)):
-            classes = classes.astype(np.int64)
-        else:
-            raise ValueError(f"classes must be integers, got dtype {classes.dtype}")
+    classes = as_class_indices(classes, "classes")
     if (classes < 0).any():
         raise ValueError(
             f"{int((classes < 0).sum())} images have a negative class (unknown label); replace "

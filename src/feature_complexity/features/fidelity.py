@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._validation import as_array
+
 if TYPE_CHECKING:
     import torch
 
@@ -36,15 +38,6 @@ def resolve_head_device(
         dev = torch.device(device)
     dtype = params[0].dtype if params and params[0].is_floating_point() else torch.float32
     return dev, dtype
-
-
-def _to_numpy(x: Any, name: str, ndim: int) -> np.ndarray:
-    if hasattr(x, "detach") and hasattr(x, "cpu"):
-        x = x.detach().cpu().numpy()
-    arr = np.asarray(x)
-    if arr.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
-    return arr
 
 
 def fidelity(
@@ -81,9 +74,9 @@ def fidelity(
     """
     import torch
 
-    A = _to_numpy(A, "A", 2).astype(np.float64)
-    Z = _to_numpy(Z, "Z", 2).astype(np.float64)
-    D = _to_numpy(D, "D", 2).astype(np.float64)
+    A = as_array(A, "A", 2).astype(np.float64)
+    Z = as_array(Z, "Z", 2).astype(np.float64)
+    D = as_array(D, "D", 2).astype(np.float64)
     n, d = A.shape
     if Z.shape[0] != n or Z.shape[1] != D.shape[0] or D.shape[1] != d:
         raise ValueError(
@@ -91,7 +84,7 @@ def fidelity(
             f"D {D.shape} (k, d)"
         )
     if labels is not None:
-        labels = _to_numpy(labels, "labels", 1).astype(np.int64)
+        labels = as_array(labels, "labels", 1).astype(np.int64)
         if labels.shape != (n,):
             raise ValueError(f"labels must have shape ({n},), one per image, got {labels.shape}")
     if batch_size < 1:
