@@ -143,6 +143,17 @@ def test_encode_fallback_to_fista_when_steps_run_out() -> None:
     np.testing.assert_allclose(nnls_objective(A, Z, D), nnls_objective(A, Z_ref, D), rtol=1e-6)
 
 
+def test_encode_scipy_rows_out_of_steps_are_finished_by_the_active_set() -> None:
+    # scipy.optimize.nnls raises RuntimeError when maxiter runs out, keeping nothing of the row
+    A, D = _random_problem(14, 30, 15, 30)
+    Z_ref = _scipy_codes(A, D)
+    Z, info = encode(
+        A, D, dtype=torch.float64, method="scipy", max_steps=2, max_iter=5000, return_info=True,
+    )
+    assert info["n_fallback"] > 0 and info["max_relative_kkt"] < 1e-6
+    np.testing.assert_allclose(nnls_objective(A, Z, D), nnls_objective(A, Z_ref, D), rtol=1e-6)
+
+
 def test_encode_planted_recovered_overcomplete_dictionary_with_disjoint_supports() -> None:
     # k > d but atoms are indicator blocks: every image is a unique sum of atoms with disjoint
     # supports plus duplicated atoms, so the residual is exactly zero at the answer.

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._validation import as_array
+
 if TYPE_CHECKING:  # torch is heavy; imported inside the functions that need it
     import torch
 
@@ -32,15 +34,11 @@ __all__ = ["encode", "nnls_objective"]
 
 
 def _as_numpy_2d(x: Any, name: str) -> np.ndarray:
-    """Return ``x`` (numpy array or torch tensor) as a 2-D numpy array, or raise ``ValueError``."""
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor, without importing torch
-        x = x.detach().cpu().numpy()
-    arr = np.asarray(x)
-    if arr.ndim != 2:
-        raise ValueError(
-            f"{name} must be a 2-D array, got shape {arr.shape}; "
-            f"pass {name} with one row per {'image' if name == 'A' else 'atom'}"
-        )
+    """Return ``x`` (numpy array or torch tensor) as a 2-D real array, or raise ``ValueError``."""
+    arr = as_array(
+        x, name, 2, expected="a 2-D array",
+        fix=f"; pass {name} with one row per {'image' if name == 'A' else 'atom'}",
+    )
     if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
         raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     return arr
@@ -71,6 +69,20 @@ def nnls_objective(A: np.ndarray, Z: np.ndarray, D: np.ndarray) -> np.ndarray:
         D, dtype=np.float64
     )
     return np.einsum("nd,nd->n", R, R)
+
+
+def _relative_kkt(A: np.ndarray, Z: np.ndarray, Dt: np.ndarray, G: np.ndarray) -> np.ndarray:
+    """Per row, the projected-gradient (KKT) norm of ``min_{z≥0} ||a - z D||²`` at ``z``, over its
+    value at ``z = 0`` (0 for a row whose optimum is ``z = 0``). ``Dt = Dᵀ (d, k)``, ``G = D Dᵀ``.
+
+    Returns:
+        ``(n_rows,)`` float64.
+    """
+    B = A @ Dt
+    g = Z @ G - B
+    g0 = np.linalg.norm(np.maximum(B, 0), axis=1)
+    pg = np.linalg.norm(np.where(Z > 0, g, np.minimum(g, 0)), axis=1)
+    return np.where(g0 > 0, pg / np.where(g0 > 0, g0, 1.0), 0.0)
 
 
 def _largest_eigenvalue(D: torch.Tensor) -> float:
@@ -417,14 +429,15 @@ def encode(
             and of the computation for ``"fista"`` (``"active_set"`` always computes in
             float64, see the comment in the code).
         method: ``"auto"``, ``"scipy"``, ``"active_set"`` or ``"fista"``.
-        max_steps: step budget of the active-set method; default ``3 * min(k, d) + 10`` (a
-            support never needs more than ``min(k, d)`` atoms).
+        max_steps: step budget of the active-set method (and SciPy's ``maxiter``); default
+            ``3 * min(k, d) + 10`` (a support never needs more than ``min(k, d)`` atoms).
         refine: FISTA only: finish with conjugate-gradient steps on each image's support.
         check_every: FISTA only: iterations between two evaluations of the stopping rule.
         progress: show a tqdm bar over batches.
         return_info: also return a dict with ``max_relative_kkt`` and ``median_relative_kkt``
             (final projected-gradient norm over its value at ``z = 0``, over all images) and
-            ``n_fallback`` (images the active-set method handed over to FISTA).
+            ``n_fallback`` (images the active-set method handed over to FISTA; with ``"scipy"``,
+            images that ran out of ``max_steps`` there and were finished by ``"active_set"``).
 
     Returns:
         ``Z`` as a numpy array ``(n_images, k)`` of dtype matching ``dtype`` (also when torch
@@ -498,15 +511,27 @@ def encode(
             from tqdm.auto import tqdm
 
             rows = tqdm(rows, desc="NNLS codes", unit="img", mininterval=1.0)
+        unsettled: list[int] = []
         for r in rows:
             a = A_np[r].astype(np.float64)
-            z = nnls(Dt64, a, maxiter=max_steps)[0]
+            try:
+                z = nnls(Dt64, a, maxiter=max_steps)[0]
+            except RuntimeError:  # "Maximum number of iterations reached": no partial result
+                unsettled.append(r)
+                continue
             Z_all[r] = z
-            b = Dt64.T @ a
-            g = G64 @ z - b
-            g0 = np.linalg.norm(np.maximum(b, 0))
-            pg = np.where(z > 0, g, np.minimum(g, 0))
-            rel_all[r] = np.linalg.norm(pg) / g0 if g0 > 0 else 0.0
+            rel_all[r] = _relative_kkt(a[None], z[None], Dt64, G64)[0]
+        if unsettled:
+            # SciPy keeps nothing of a row it gives up on: those rows go to the batched active
+            # set, which hands its own unsettled rows to FISTA
+            Z_u = encode(
+                A_np[unsettled], D_np, device=dev, batch_size=batch_size, max_iter=max_iter,
+                tol=tol, dtype=dtype, method="active_set", max_steps=max_steps,
+                check_every=check_every,
+            )
+            Z_all[unsettled] = Z_u
+            rel_all[unsettled] = _relative_kkt(A_np[unsettled].astype(np.float64), Z_u.astype(np.float64), Dt64, G64)
+            n_fallback += len(unsettled)
     elif L > 0 and n > 0:  # else an all-zero dictionary explains nothing: every code is zero
         # FISTA's gradient costs k² per image with the Gram matrix, 2kd through D.
         use_gram = method == "active_set" or k <= 2 * d
