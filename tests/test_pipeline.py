@@ -33,7 +33,7 @@ def test_run_folder_has_every_output(tiny_spec, tiny_images, tmp_path):
     np.testing.assert_allclose(frame["complexity"], 1 - iv.mean(axis=1), atol=1e-12)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["seed"] == 0 and "torch" in manifest["versions"]
-    assert manifest["data"]["n_images"] == len(tiny_images)
+    assert manifest["n_images"] == len(tiny_images)
     for stage in ("activations", "dictionary", "codes", "complexity", "importance"):
         assert stage in manifest["timings"]
     assert result.scores.codes.shape == (len(tiny_images), 12)

@@ -27,6 +27,7 @@ __all__ = [
     "write_parquet",
     "save_figure",
     "package_versions",
+    "jsonable",
 ]
 
 
@@ -54,11 +55,13 @@ def _umask() -> int:
     return mask
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` as JSON would return it: tuples as lists, numpy values as Python ones,
+    paths as strings, non-finite floats as ``None``."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, np.generic):
@@ -73,7 +76,7 @@ def _jsonable(value: Any) -> Any:
 def write_json(path: str | Path, data: Any) -> None:
     """Write ``data`` as indented JSON (numpy values and paths converted), atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_jsonable(data), indent=2) + "\n")
+        tmp.write_text(json.dumps(jsonable(data), indent=2) + "\n")
 
 
 def read_json(path: str | Path) -> Any:

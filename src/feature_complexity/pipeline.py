@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from .io import package_versions, read_json, save_figure, save_npy, save_npz, write_json, write_parquet
+from .io import jsonable, package_versions, read_json, save_figure, save_npy, save_npz, write_json, write_parquet
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -215,7 +215,7 @@ def _write_figures(out: Path, scores: Scores) -> None:
                 figures.complexity_vs_importance(res.score, scores.importance))
 
 
-def _check_manifest(out: Path, config: RunConfig, model_info: dict, data_info: dict) -> dict:
+def _check_manifest(out: Path, config: RunConfig, model_info: dict, data_info: dict, n_images: int) -> dict:
     path = out / "manifest.json"
     if not path.exists():
         return {}
@@ -224,7 +224,7 @@ def _check_manifest(out: Path, config: RunConfig, model_info: dict, data_info: d
     diffs = [k for k in new_key if old.get("config", {}).get(k) != new_key[k]]
     if old.get("model", {}).get("name") != model_info.get("name"):
         diffs.append("model")
-    if old.get("data", {}).get("n_images") not in (None, data_info.get("n_images")):
+    if old.get("data") not in (None, jsonable(data_info)) or old.get("n_images") not in (None, n_images):
         diffs.append("data")
     if diffs:
         raise ValueError(
@@ -269,14 +269,17 @@ def run_analysis(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model_info = {"name": spec.name, **(model_info or {})}
-    data_info = {"n_images": len(dataset), **(data_info or {})}  # type: ignore[arg-type]
-    previous = _check_manifest(out, config, model_info, data_info)
+    # data_info is how to rebuild the data (ImageSource.describe()); n_images what was analysed
+    data_info = dict(data_info or {})
+    n_images = len(dataset)  # type: ignore[arg-type]
+    previous = _check_manifest(out, config, model_info, data_info, n_images)
     timings: dict[str, float] = dict(previous.get("timings", {}))
     manifest: dict[str, Any] = {
         "tool": "feature-complexity",
         "config": {**dataclasses.asdict(config), **config.scoring_key()},
         "model": {**model_info, **spec.describe()},
         "data": data_info,
+        "n_images": n_images,
         "versions": package_versions(),
         "timings": timings,
         "stages": dict(previous.get("stages", {})),
@@ -301,7 +304,6 @@ def run_analysis(
                                    num_workers=config.num_workers, capture_branches=capture_branches,
                                    store=out / "activations", progress=progress)
         stage_done("activations", time.perf_counter() - t0)
-    manifest["data"]["n_images"] = acts.n_images
 
     image_class = acts.image_classes(config.class_source)
     A = np.asarray(acts.penultimate)

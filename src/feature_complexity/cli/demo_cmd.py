@@ -84,6 +84,8 @@ def run_demo(out: str | Path = "runs/demo", *, train_images: int = 5000, probe_i
                         TrainConfig(epochs=epochs, seed=seed, device=device, batch_size=64, lr=0.1),
                         eval_set=probe_set, progress=progress)
     train_seconds = time.perf_counter() - t0
+    # the trained weights live in the last checkpoint: record it so the model can be rebuilt
+    spec.build_args["checkpoint"] = str(Path(checkpoints[-1]).resolve())
 
     config = RunConfig(seed=seed, device=device, n_atoms_per_class=10)
     data_info = probe_set.describe()

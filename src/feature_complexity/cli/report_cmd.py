@@ -88,13 +88,7 @@ def rebuild_from_manifest(
         if data is not None:
             source = image_folder(data, input_size=spec.input_size, mean=spec.mean, std=spec.std)
         elif isinstance(data_desc, dict) and data_desc.get("kind"):
-            desc = dict(data_desc)
-            if "n_selected" in desc and desc.get("kind") != "trifeature":
-                # the pipeline overwrites data.n_images with the subset's size, while load_source
-                # compares it with the full source: for a folder or torchvision set it is only a
-                # check, so drop it (a changed folder still fails below, on codes.npy's rows)
-                desc.pop("n_images", None)
-            source = load_source(desc, input_size=spec.input_size, mean=spec.mean, std=spec.std)
+            source = load_source(dict(data_desc), input_size=spec.input_size, mean=spec.mean, std=spec.std)
         else:
             return None, None, "manifest.json does not describe the probe images (data.kind); pass --data"
     except (ValueError, FileNotFoundError, RuntimeError, KeyError, OSError) as err:
