@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .train_cmd import add_data_arguments, open_data
+from ._common import add_data_arguments, add_execution_arguments, apply_threads, open_data
 
 __all__ = ["register"]
 
@@ -32,23 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--threshold", type=float, default=0.5, help="I_V at which a feature counts as decodable")
     g.add_argument("--folds", type=int, default=5)
     g.add_argument("--seed", type=int, default=0)
-    e = p.add_argument_group("execution")
-    e.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 …")
-    e.add_argument("--batch-size", type=int, default=256)
-    e.add_argument("--workers", type=int, default=0)
-    e.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice; 1 is much faster on a busy shared CPU)")
-    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_execution_arguments(p, batch_size=256)
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.threads is not None:
-        import torch
-
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     from feature_complexity.analyses.dynamics import DynamicsConfig, _spec_loader, run_dynamics
     from feature_complexity.train import list_checkpoints
 

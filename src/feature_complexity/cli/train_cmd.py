@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import add_data_arguments, add_execution_arguments, apply_threads, open_data
+
 __all__ = ["register", "open_data"]
 
 
@@ -12,37 +14,6 @@ def _fractions(text: str) -> tuple[float, ...]:
         return tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected comma-separated fractions such as 0,0.1,0.25,0.5, got {text!r}") from err
-
-
-def add_data_arguments(parser: argparse.ArgumentParser, *, generated_seed: int, generated_default: int) -> None:
-    """The ``--data`` family shared by ``train`` and ``dynamics``."""
-    g = parser.add_argument_group("images")
-    g.add_argument("--data", required=True,
-                   help="an ImageFolder directory, 'cifar10'/'cifar100' (torchvision), or 'trifeature[:target]'")
-    g.add_argument("--limit", type=int, default=None,
-                   help=f"use a class-balanced random subset of this many images (generated data: the "
-                        f"number of images, default {generated_default})")
-    g.add_argument("--data-root", default="data", help="download/cache folder for cifar10/cifar100")
-    g.add_argument("--download", action="store_true", help="let torchvision download cifar10/cifar100")
-    g.add_argument("--target", default="shape", help="trifeature target: shape, color, texture, shape+color …")
-    g.add_argument("--data-seed", type=int, default=generated_seed,
-                   help=f"seed of the generated images and of the --limit subset (default {generated_seed})")
-
-
-def open_data(args: argparse.Namespace, spec, *, train: bool, generated_default: int):
-    """Open ``--data`` in ``spec``'s preprocessing, with ``--limit`` applied."""
-    from feature_complexity.data import balanced_indices, open_source
-
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {args.limit}")
-    source = open_source(
-        args.data, input_size=spec.input_size, mean=spec.mean, std=spec.std, seed=args.data_seed,
-        data_root=args.data_root, download=args.download, train=train,
-        n_images=args.limit if args.limit is not None else generated_default, target=args.target,
-    )
-    if args.limit is not None and args.limit < len(source):
-        source = source.subset(balanced_indices(source.labels, args.limit, seed=args.data_seed))
-    return source
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -73,22 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--early-fractions", type=_fractions, default=(0.0, 0.1, 0.25, 0.5),
                    help="fractions of epoch 1 with a checkpoint (default 0,0.1,0.25,0.5; 0 = untrained)")
     t.add_argument("--seed", type=int, default=0, help="seeds the initialisation, the image order and the augmentation")
-    e = p.add_argument_group("execution")
-    e.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 …")
-    e.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
-    e.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice; 1 is much faster on a busy shared CPU)")
-    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_execution_arguments(p)
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.threads is not None:
-        import torch
-
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     from feature_complexity.models.registry import build_model
     from feature_complexity.train import TrainConfig, train
 
