@@ -59,6 +59,16 @@ def family(request):
 
 
 # ---------------------------------------------------------------------- structure
+def _forward_then_remove(spec, x: torch.Tensor, handles: list) -> torch.Tensor:
+    """The model's logits on ``x`` (no grad); the hooks ``handles`` are removed afterwards."""
+    try:
+        with torch.no_grad():
+            return spec.module(x)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def test_known_models_cover_the_families():
     names = known_models()
     for n in ["resnet18", "resnet152", "wide_resnet50_2", "resnext101_64x4d", "cifar-resnet110", "small-resnet"]:
@@ -69,12 +79,7 @@ def test_probe_layers_are_every_block_in_forward_order(family):
     spec, x, n_blocks, *_ = family
     order: list[str] = []
     handles = [spec.get(n).register_forward_hook(lambda m, i, o, n=n: order.append(n)) for n in spec.probe_layers]
-    try:
-        with torch.no_grad():
-            spec.module(x)
-    finally:
-        for h in handles:
-            h.remove()
+    _forward_then_remove(spec, x, handles)
     assert order == spec.probe_layers
     assert len(spec.probe_layers) == n_blocks
     # every residual block of the model is probed, none missing
@@ -88,12 +93,7 @@ def test_head_input_is_pooled_last_block(family):
     seen: dict[str, torch.Tensor] = {}
     h1 = spec.get(head).register_forward_hook(lambda m, i, o: seen.update(inp=i[0].clone(), out=o.clone()))
     h2 = spec.get(spec.spatial).register_forward_hook(lambda m, i, o: seen.update(spatial=o.clone()))
-    try:
-        with torch.no_grad():
-            logits = spec.module(x)
-    finally:
-        h1.remove()
-        h2.remove()
+    logits = _forward_then_remove(spec, x, [h1, h2])
     assert spec.head == head and spec.num_classes == n_classes
     assert logits.shape == (2, n_classes)
     assert seen["inp"].shape == (2, width)
@@ -117,12 +117,7 @@ def test_branches_reconstruct_every_block_output(family):
         handles.append(spec.get(br.main).register_forward_hook(keep(f"{block}:main")))
         if br.skip is not None:
             handles.append(spec.get(br.skip).register_forward_hook(keep(f"{block}:skip")))
-    try:
-        with torch.no_grad():
-            spec.module(x)
-    finally:
-        for h in handles:
-            h.remove()
+    _forward_then_remove(spec, x, handles)
     n_projected = 0
     for block, br in spec.branches.items():
         skip = rec[f"{block}:in"] if br.skip is None else rec[f"{block}:skip"]
