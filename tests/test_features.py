@@ -427,3 +427,9 @@ def test_fidelity_bad_shapes() -> None:
         fidelity(np.ones((3, 4)), np.ones((3, 2)), np.ones((3, 4)), lambda x: x)
     with pytest.raises(ValueError, match="labels must have shape"):
         fidelity(np.ones((3, 4)), np.ones((3, 2)), np.ones((2, 4)), lambda x: x, labels=[0, 1])
+
+
+def test_fidelity_device_other_than_the_heads_is_a_clear_error() -> None:
+    head = torch.nn.Linear(4, 3).eval()
+    with pytest.raises(ValueError, match="head's parameters are on cpu"):
+        fidelity(np.ones((3, 4)), np.ones((3, 2)), np.ones((2, 4)), head, device="meta")

@@ -163,3 +163,10 @@ def test_bad_input(kwargs: dict, match: str) -> None:
             feature_class=args["feature_class"],
             image_class=args["image_class"],
         )
+
+
+def test_device_other_than_the_heads_is_a_clear_error() -> None:
+    # the head is never moved: a device it is not on would fail deep inside torch
+    Z, D, fc, ic = _data(9)
+    with pytest.raises(ValueError, match="head's parameters are on cpu"):
+        importance(Z, D, _linear(7, 3, 9), feature_class=fc, image_class=ic, device="meta")

@@ -28,6 +28,10 @@ def resolve_head_device(
 
     An ``nn.Module`` head is never moved (it belongs to the caller): when ``device`` is ``None``
     its parameters' device and dtype are used; a plain callable gets CPU / float32.
+
+    Raises:
+        ValueError: ``device`` is not where the head's parameters are (torch would fail later
+            with a device-mismatch error from inside the head).
     """
     import torch
 
@@ -36,6 +40,14 @@ def resolve_head_device(
         dev = params[0].device if params else torch.device("cpu")
     else:
         dev = torch.device(device)
+        have = params[0].device if params else None
+        if have is not None and (
+            have.type != dev.type or (dev.index is not None and have.index is not None and have.index != dev.index)
+        ):
+            raise ValueError(
+                f"device={str(device)!r} but the head's parameters are on {have}; move the model "
+                f"there first (model.to({str(device)!r})) or pass device=None to use the head's device"
+            )
     dtype = params[0].dtype if params and params[0].is_floating_point() else torch.float32
     return dev, dtype
 
