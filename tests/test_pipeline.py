@@ -91,3 +91,11 @@ def test_probe_set_covering_some_classes(tiny_spec, tiny_images, tmp_path):
                               flow=False, report=False, progress=False)
     assert sorted(set(result.features["class"])) == [0, 1, 2]
     assert len(result.features) == 9
+
+
+def test_rerun_with_another_checkpoint_is_refused(tiny_spec, tiny_images, tmp_path):
+    run_analysis(tiny_spec, tiny_images, tmp_path / "r", _config(), model_info={"checkpoint": "a.pt"},
+                 flow=False, report=False, progress=False)
+    with pytest.raises(ValueError, match="model checkpoint"):
+        run_analysis(tiny_spec, tiny_images, tmp_path / "r", _config(), model_info={"checkpoint": "b.pt"},
+                     flow=False, report=False, progress=False)

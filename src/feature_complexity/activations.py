@@ -157,7 +157,12 @@ def capture(
     _pool = globals()["pool"]
 
     def keep(t: "torch.Tensor") -> "torch.Tensor":
-        return _pool(t.detach()) if pool else t.detach().clone()
+        # copy whenever pooling returned the tensor itself (2-d outputs): a later in-place
+        # operation of the forward pass must not change what was recorded
+        if not pool:
+            return t.detach().clone()
+        pooled = _pool(t.detach())
+        return pooled.clone() if pooled.data_ptr() == t.data_ptr() else pooled
 
     handles = []
 
@@ -311,7 +316,7 @@ def extract_activations(
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
-        pin_memory=device.startswith("cuda"),
+        pin_memory=str(device).startswith("cuda"),
     )
     started = time.perf_counter()
     bar = tqdm(total=n_images, initial=done, unit="img", desc="activations", disable=not progress)

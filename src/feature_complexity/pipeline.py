@@ -222,8 +222,10 @@ def _check_manifest(out: Path, config: RunConfig, model_info: dict, data_info: d
     old = read_json(path)
     new_key = config.scoring_key()
     diffs = [k for k in new_key if old.get("config", {}).get(k) != new_key[k]]
-    if old.get("model", {}).get("name") != model_info.get("name"):
-        diffs.append("model")
+    old_model = old.get("model", {})
+    for key in ("name", "weights", "checkpoint"):
+        if old_model.get(key) != jsonable(model_info.get(key)):
+            diffs.append(f"model {key}")
     if old.get("data") not in (None, jsonable(data_info)) or old.get("n_images") not in (None, n_images):
         diffs.append("data")
     if diffs:
@@ -293,6 +295,9 @@ def run_analysis(
         write_json(out / "manifest.json", manifest)
 
     write_json(out / "manifest.json", manifest)
+    # every stage that runs the model (activations, fidelity, importance, flow, report) runs it
+    # on config.device, including the ones reached when earlier stages are resumed from disk
+    spec.module.eval().to(config.device)
     capture_branches = config.capture_branches and bool(spec.branches)
 
     # --- activations (one streaming pass; resumable at batch granularity)

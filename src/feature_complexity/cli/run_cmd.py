@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+from ._common import add_data_arguments, add_execution_arguments, apply_threads, open_data
 
 __all__ = ["register", "add_analysis_arguments", "config_from_args"]
 
@@ -21,11 +24,6 @@ def add_analysis_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--no-flow", action="store_true", help="skip the residual-flow analysis")
     g.add_argument("--no-report", action="store_true", help="skip report.html")
-    h = parser.add_argument_group("execution")
-    h.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 …")
-    h.add_argument("--batch-size", type=int, default=256)
-    h.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
-    h.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -49,42 +47,56 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=None, help="torchvision weight name, e.g. IMAGENET1K_V2")
     p.add_argument("--checkpoint", default=None, help="a local checkpoint (state_dict or {'state_dict': …})")
     p.add_argument("--num-classes", type=int, default=None, help="classes of the checkpoint's head")
-    p.add_argument("--data", required=True,
-                   help="an ImageFolder directory, 'cifar10'/'cifar100' (torchvision), or 'trifeature'")
-    p.add_argument("--data-root", default="data", help="download/cache folder for cifar10/cifar100")
-    p.add_argument("--download", action="store_true", help="let torchvision download cifar10/cifar100")
-    p.add_argument("--train-split", action="store_true", help="use the training split of cifar10/100")
-    p.add_argument("--limit", type=int, default=None, help="analyse a random subset of this many images")
     p.add_argument("--out", required=True, help="the run folder")
+    add_data_arguments(p, generated_seed=1, generated_default=5000)
+    p.add_argument("--train-split", action="store_true", help="use the training split of cifar10/100")
     add_analysis_arguments(p)
+    add_execution_arguments(p, batch_size=256)
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from feature_complexity.data import open_source
     from feature_complexity.models.registry import build_model
     from feature_complexity.pipeline import run_analysis
 
+    apply_threads(args)
     spec = build_model(args.model, weights=args.weights, checkpoint=args.checkpoint,
                        num_classes=args.num_classes)
-    source = open_source(args.data, input_size=spec.input_size, mean=spec.mean, std=spec.std,
-                         seed=args.seed, data_root=args.data_root, download=args.download,
-                         train=args.train_split)
-    if args.limit is not None and args.limit < len(source):
-        import numpy as np
-
-        rng = np.random.default_rng(args.seed)
-        source = source.subset(np.sort(rng.choice(len(source), size=args.limit, replace=False)))
-    if spec.class_names is None and len(source.classes) == spec.num_classes:
+    source = open_data(args, spec, train=args.train_split, generated_default=5000)
+    config = config_from_args(args)
+    dataset = source
+    if len(source.classes) != spec.num_classes:
+        # Folder indices are not the model's class indices (e.g. 10 ImageNet class folders for a
+        # 1000-class model): using them as labels would give wrong accuracies and importances.
+        print(f"warning: the data has {len(source.classes)} classes, the model {spec.num_classes}; "
+              "labels are ignored and images are grouped by the model's predictions", file=sys.stderr)
+        dataset = _Unlabelled(source)
+        if config.class_source == "label":
+            raise ValueError("--class-source label needs data whose classes are the model's classes; "
+                             "use --class-source prediction")
+    elif spec.class_names is None:
         spec.class_names = list(source.classes)
     model_info = {"name": args.model, "weights": args.weights,
                   "checkpoint": str(Path(args.checkpoint).resolve()) if args.checkpoint else None,
                   "num_classes": args.num_classes}
-    result = run_analysis(spec, source, args.out, config_from_args(args), model_info=model_info,
+    result = run_analysis(spec, dataset, args.out, config, model_info=model_info,
                           data_info=source.describe(), flow=not args.no_flow,
                           report=not args.no_report, progress=not args.quiet)
     _print_summary(result)
     return 0
+
+
+class _Unlabelled:
+    """The images of a source with every label replaced by -1 (unknown)."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int):
+        return self.source[i][0], -1
 
 
 def _print_summary(result) -> None:
