@@ -91,8 +91,8 @@ def run_demo(out: str | Path = "runs/demo", *, train_images: int = 5000, probe_i
     data_info = probe_set.describe()
     model_info = {"name": "small-resnet", "checkpoint": str(Path(checkpoints[-1]).resolve()),
                   "num_classes": n_classes}
-    result = run_analysis(spec, probe_set, out, config, model_info=model_info, data_info=data_info,
-                          report=False, progress=progress)
+    run_analysis(spec, probe_set, out, config, model_info=model_info, data_info=data_info,
+                 report=False, progress=progress)
 
     # Planted ground truth: how complex are the factors that generated the images?
     t0 = time.perf_counter()

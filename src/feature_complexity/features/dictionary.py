@@ -13,7 +13,6 @@ option ``method="global"`` fits one NMF with ``k`` atoms on all rows (``feature_
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,27 +59,17 @@ class Dictionary:
         ``os.replace``, so a crash mid-write never leaves a truncated ``dictionary.npz`` that a
         resumed run would trust.
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(
-                    fh,
-                    D=self.D,
-                    feature_class=self.feature_class.astype(np.int64),
-                    method=np.array(self.method),
-                    # npz holds arrays only; -1 encodes "not a per-class dictionary".
-                    n_atoms_per_class=np.array(
-                        -1 if self.n_atoms_per_class is None else self.n_atoms_per_class
-                    ),
-                    reconstruction_error=np.array(float(self.reconstruction_error)),
-                )
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        from ..io import save_npz
+
+        save_npz(
+            path,
+            D=self.D,
+            feature_class=self.feature_class.astype(np.int64),
+            method=np.array(self.method),
+            # npz holds arrays only; -1 encodes "not a per-class dictionary".
+            n_atoms_per_class=np.array(-1 if self.n_atoms_per_class is None else self.n_atoms_per_class),
+            reconstruction_error=np.array(float(self.reconstruction_error)),
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Dictionary:
