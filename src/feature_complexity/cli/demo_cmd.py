@@ -11,6 +11,8 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
+
 __all__ = ["register", "run_demo"]
 
 
@@ -18,9 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("demo", help="run everything on the built-in generated dataset (no download)",
                               description=__doc__)
     p.add_argument("--out", default="runs/demo", help="the run folder (default runs/demo)")
-    p.add_argument("--train-images", type=int, default=5000)
+    p.add_argument("--train-images", type=int, default=8000)
     p.add_argument("--probe-images", type=int, default=2000)
-    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--target", default="shape", help="shape, color, texture or a combination like shape+color")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -32,11 +34,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         progress=not args.quiet) and 0)
 
 
-def factor_complexity(layers: dict, source) -> dict[str, dict]:
-    """Complexity of the dataset's generating factors (planted ground truth): for each factor,
-    the mean ``K`` over its one-hot columns and the per-layer ``I_V`` curve."""
-    import numpy as np
+def factor_complexity(layers: dict, penultimate: np.ndarray, source, *, n_folds: int = 5,
+                      seed: int = 0) -> dict[str, dict]:
+    """Complexity of the dataset's generating factors (planted ground truth).
 
+    For each factor (its one-hot columns, for a categorical factor): ``complexity``, the mean
+    ``K`` over its columns; ``per_layer``, its mean decodability curve ``I_V(f_l -> factor)``; and
+    ``kept``, its ``I_V`` from the penultimate layer, i.e. how much of it the model still holds
+    at the end. ``K`` mixes how *early* a factor is decodable with whether the model *keeps* it:
+    a shape classifier trained to convergence discards colour in its last blocks, which raises
+    colour's ``K`` although colour is the factor best decodable at the first block.
+
+    Args:
+        layers: ``{block: (n_images, C_l)}`` pooled block outputs.
+        penultimate: ``(n_images, d)`` penultimate activations.
+        source: the generated :class:`~feature_complexity.data.ImageSource` (with ``factors``).
+    """
     from feature_complexity.complexity import complexity
     from feature_complexity.data import factor_values
 
@@ -45,16 +58,18 @@ def factor_complexity(layers: dict, source) -> dict[str, dict]:
         values = np.asarray(values, dtype=np.float64)
         if values.ndim == 1:
             values = values[:, None]
-        keep = values.std(axis=0) > 0
-        res = complexity(layers, values[:, keep])
-        out[name] = {"complexity": float(res.score.mean()),
-                     "per_layer": res.per_layer.mean(axis=1).tolist(),
-                     "layer_names": res.layer_names}
+        values = values[:, values.std(axis=0) > 0]
+        res = complexity({**layers, "penultimate": penultimate}, values, n_folds=n_folds, seed=seed)
+        per_layer = res.per_layer[:-1].mean(axis=1)  # the blocks only, as for the model's features
+        out[name] = {"complexity": float(1.0 - per_layer.mean()),
+                     "per_layer": per_layer.tolist(),
+                     "kept": float(res.per_layer[-1].mean()),
+                     "layer_names": res.layer_names[:-1]}
     return out
 
 
-def run_demo(out: str | Path = "runs/demo", *, train_images: int = 5000, probe_images: int = 2000,
-             epochs: int = 5, target: str = "shape", seed: int = 0, device: str = "cpu",
+def run_demo(out: str | Path = "runs/demo", *, train_images: int = 8000, probe_images: int = 2000,
+             epochs: int = 8, target: str = "shape", seed: int = 0, device: str = "cpu",
              dynamics: bool = True, progress: bool = True) -> Path:
     """Run the built-in demo end to end; returns the run folder."""
     from feature_complexity.activations import Activations
@@ -97,7 +112,7 @@ def run_demo(out: str | Path = "runs/demo", *, train_images: int = 5000, probe_i
     # Planted ground truth: how complex are the factors that generated the images?
     t0 = time.perf_counter()
     acts = Activations.load(out / "activations")
-    factors = factor_complexity(acts.layers, probe_set)
+    factors = factor_complexity(acts.layers, acts.penultimate, probe_set, seed=seed)
     write_json(out / "factors.json", {"target": target, "factors": factors})
     save_figure(out / "figures" / "factors.png", factor_complexity_figure(factors))
     factor_seconds = time.perf_counter() - t0
@@ -128,8 +143,8 @@ def run_demo(out: str | Path = "runs/demo", *, train_images: int = 5000, probe_i
     manifest["timings"]["demo_total"] = round(time.perf_counter() - started, 3)
     write_json(out / "manifest.json", manifest)
     print(f"\ndemo finished in {manifest['timings']['demo_total']:.0f} s -> {out}")
-    print("factor complexity (planted ground truth, lower = simpler): "
-          + ", ".join(f"{k} {v['complexity']:.3f}" for k, v in factors.items()))
+    print("factor complexity (planted ground truth, lower = simpler; kept = I_V at the penultimate layer): "
+          + ", ".join(f"{k} {v['complexity']:.3f} (kept {v['kept']:.2f})" for k, v in factors.items()))
     if (out / "report.html").exists():
         print(f"open {out / 'report.html'} in a browser")
     return out

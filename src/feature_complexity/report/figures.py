@@ -106,17 +106,23 @@ def factor_complexity_figure(factors: dict[str, dict]) -> "Figure":
     left, ``K`` per factor; right, each factor's mean decodability curve across layers.
 
     Args:
-        factors: ``{factor: {"complexity": float, "per_layer": [n_layers], "layer_names": [...]}}``.
+        factors: ``{factor: {"complexity": float, "per_layer": [n_layers], "layer_names": [...],
+            "kept": float (optional)}}``.
     """
     fig = _new_figure(9.0, 3.6)
     ax, ax2 = fig.subplots(1, 2)
     names = list(factors)
-    values = [factors[n]["complexity"] for n in names]
-    ax.bar(names, values, color="#4C72B0")
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, [factors[n]["complexity"] for n in names], width=0.4, color="#4C72B0",
+           label="complexity K")
+    if all("kept" in factors[n] for n in names):
+        ax.bar(x + 0.2, [factors[n]["kept"] for n in names], width=0.4, color="#DD8452",
+               label="kept: I_V at the penultimate layer")
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, rotation=30)
     ax.set_ylim(0, 1)
-    ax.set_ylabel("complexity K")
+    ax.legend(fontsize=8)
     ax.set_title("Generating factors (ground truth)")
-    ax.tick_params(axis="x", rotation=30)
     for name in names:
         curve = factors[name]["per_layer"]
         ax2.plot(range(1, len(curve) + 1), curve, marker="o", label=name)
