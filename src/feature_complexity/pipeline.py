@@ -50,6 +50,7 @@ class RunConfig:
         capture_branches: record skip/main branches for the flow analysis (when the model
             describes them).
         nnls_max_iter, nnls_tol: the batched NNLS solver.
+        nmf_max_iter: iteration budget of each NMF (scikit-learn's coordinate descent).
     """
 
     dictionary: str = "per_class"
@@ -65,11 +66,12 @@ class RunConfig:
     capture_branches: bool = True
     nnls_max_iter: int = 1000
     nnls_tol: float = 1e-6
+    nmf_max_iter: int = 1000
 
     def scoring_key(self) -> dict[str, Any]:
         """The settings that change the numbers (a resumed run must match them)."""
         keys = ("dictionary", "n_atoms_per_class", "n_atoms", "class_source", "n_folds", "alphas",
-                "seed", "nnls_max_iter", "nnls_tol")
+                "seed", "nnls_max_iter", "nnls_tol", "nmf_max_iter")
         out = {k: getattr(self, k) for k in keys}
         out["alphas"] = list(out["alphas"]) if out["alphas"] is not None else None
         return out
@@ -128,7 +130,8 @@ def fit_features(A: np.ndarray, image_class: np.ndarray, n_classes: int, config:
     return fit_dictionary(
         np.asarray(A), image_class, method=config.dictionary,
         n_atoms_per_class=config.n_atoms_per_class, n_atoms=config.n_atoms,
-        n_classes=n_classes, seed=config.seed, skip_empty_classes=True, progress=progress,
+        n_classes=n_classes, seed=config.seed, max_iter=config.nmf_max_iter,
+        skip_empty_classes=True, progress=progress,
     )
 
 
