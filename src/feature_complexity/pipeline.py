@@ -333,8 +333,9 @@ def run_analysis(
         Z = np.load(codes_path)
     else:
         t0 = time.perf_counter()
-        Z = encode_features(A, dictionary.D, config)
-        save_npy(codes_path, Z.astype(np.float32))
+        # scored in the precision it is stored in, so a resumed run gives the same numbers
+        Z = encode_features(A, dictionary.D, config).astype(np.float32)
+        save_npy(codes_path, Z)
         stage_done("codes", time.perf_counter() - t0)
 
     # --- fidelity
@@ -381,24 +382,18 @@ def run_analysis(
     stage_done("figures", time.perf_counter() - t0)
 
     if flow and capture_branches:
-        try:
-            from .analyses.flow import run_flow
-        except ImportError:  # flow analysis not installed in this build
-            run_flow = None
-        if run_flow is not None:
-            t0 = time.perf_counter()
-            run_flow(out)
-            stage_done("flow", time.perf_counter() - t0)
+        from .analyses.flow import run_flow
+
+        t0 = time.perf_counter()
+        run_flow(out, progress=progress)
+        stage_done("flow", time.perf_counter() - t0)
 
     manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     write_json(out / "manifest.json", manifest)
     if report:
-        try:
-            from .report.html import build_report
-        except ImportError:
-            build_report = None
-        if build_report is not None:
-            t0 = time.perf_counter()
-            build_report(out, spec=spec, dataset=dataset, device=config.device)
-            stage_done("report", time.perf_counter() - t0)
+        from .report.html import build_report
+
+        t0 = time.perf_counter()
+        build_report(out, spec=spec, dataset=dataset, device=config.device, progress=progress)
+        stage_done("report", time.perf_counter() - t0)
     return RunResult(out, scores, frame, manifest)

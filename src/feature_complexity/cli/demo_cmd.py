@@ -132,14 +132,11 @@ def run_demo(out: str | Path = "runs/demo", *, train_images: int = 8000, probe_i
     manifest["demo"] = {"train_images": train_images, "probe_images": probe_images, "epochs": epochs,
                         "target": target}
     write_json(out / "manifest.json", manifest)
-    try:
-        from feature_complexity.report.html import build_report
-    except ImportError:
-        build_report = None
-    if build_report is not None:
-        t0 = time.perf_counter()
-        build_report(out, spec=spec, dataset=probe_set, device=device)
-        manifest["timings"]["report"] = round(time.perf_counter() - t0, 3)
+    from feature_complexity.report.html import build_report
+
+    t0 = time.perf_counter()
+    build_report(out, spec=spec, dataset=probe_set, device=device, progress=progress)
+    manifest["timings"]["report"] = round(time.perf_counter() - t0, 3)
     manifest["timings"]["demo_total"] = round(time.perf_counter() - started, 3)
     write_json(out / "manifest.json", manifest)
     print(f"\ndemo finished in {manifest['timings']['demo_total']:.0f} s -> {out}")
