@@ -30,6 +30,8 @@ def _planted(n_groups: int = 5, per_group: int = 12, d: int = 40, seed: int = 0)
 
 def test_default_cluster_count_matches_paper_ratio():
     assert default_n_clusters(10_000) == 149  # round(10000 / 67); the paper uses 150
+    assert default_n_clusters(100) == 10 and default_n_clusters(80) == 10  # small models: 10
+    assert default_n_clusters(12) == 2
     assert default_n_clusters(10) == 2
 
 
@@ -55,7 +57,7 @@ def test_deterministic_for_a_seed_and_default_count():
     D, _, K, G = _planted(n_groups=3, per_group=50)
     a = metafeatures(D, K, G, seed=3, embed="pca")
     b = metafeatures(D, K, G, seed=3, embed="pca")
-    assert a.cluster.max() + 1 == default_n_clusters(150) == 2
+    assert a.cluster.max() + 1 == default_n_clusters(150) == 10
     np.testing.assert_array_equal(a.cluster, b.cluster)
     np.testing.assert_array_equal(a.embedding, b.embedding)
 

@@ -55,8 +55,10 @@ class MetaFeatures:
 
 
 def default_n_clusters(k: int) -> int:
-    """The paper's ratio, 150 clusters for 10,000 features: ``max(2, round(k / 67))``."""
-    return max(2, int(round(k / 67)))
+    """The paper's ratio, 150 clusters for 10,000 features (``round(k / 67)``), but at least
+    ``min(10, k // 5)``: with the 80-100 features of a 10-class model the ratio would give 1-2
+    clusters, too few to show anything (their atoms form about one group per class)."""
+    return max(2, min(10, k // 5), int(round(k / 67)))
 
 
 def metafeatures(
