@@ -136,3 +136,31 @@ def test_image_classes(tiny_spec, tiny_images):
         acts.image_classes("label")
     with pytest.raises(ValueError, match="unknown class source"):
         acts.image_classes("nope")
+
+
+def test_store_redone_with_other_settings_never_resumes_stale_rows(tiny_spec, tiny_images, tmp_path):
+    """A pass with other settings overwrites the arrays; if it is interrupted before its first
+    progress flush, the old progress record must not make a later run with the old settings
+    trust the (now overwritten) arrays."""
+    store = tmp_path / "acts"
+    full = extract_activations(tiny_spec, tiny_images, batch_size=8, store=store, progress=False)
+    expected = {n: np.array(v) for n, v in full.layers.items()}
+    expected_logits = np.array(full.logits)
+    del full
+
+    class Interrupting:
+        def __len__(self):
+            return len(tiny_images)
+
+        def __getitem__(self, i):
+            if i >= 8:
+                raise KeyboardInterrupt
+            return tiny_images[i]
+
+    with pytest.raises(KeyboardInterrupt):  # other settings (branches): the pass is redone
+        extract_activations(tiny_spec, Interrupting(), batch_size=8, store=store,
+                            capture_branches=True, progress=False)
+    again = extract_activations(tiny_spec, tiny_images, batch_size=8, store=store, progress=False)
+    for name in tiny_spec.probe_layers:
+        np.testing.assert_allclose(again.layers[name], expected[name], atol=1e-6)
+    np.testing.assert_allclose(again.logits, expected_logits, atol=1e-6)

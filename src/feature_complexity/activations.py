@@ -308,7 +308,11 @@ def extract_activations(
                     _layer_file(n, kind) for n in branch_names for kind in ("skip", "main")
                 ]:
                     arrays[key] = np.load(store_path / f"{key}.npy", mmap_mode="r+")
-            # a pass made with other settings is simply redone
+            else:
+                # a pass made with other settings is simply redone; its progress record goes
+                # first, so an interruption before the new pass's first flush cannot leave it
+                # vouching for arrays this pass is about to overwrite
+                meta_path.unlink()
 
     loader_set = dataset if done == 0 else Subset(dataset, range(done, n_images))
     loader = DataLoader(
