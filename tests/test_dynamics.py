@@ -202,3 +202,44 @@ def test_end_to_end_on_generated_data(tmp_path: Path, monkeypatch: pytest.Monkey
                "--limit", "320", "--atoms-per-class", "2", "--folds", "3", "--out", str(out), "--quiet"])
     assert rc == 0
     pd.testing.assert_frame_equal(pd.read_parquet(out / "dynamics_features.parquet"), feat)
+
+
+def test_cache_is_not_reused_for_a_different_checkpoint_file(tmp_path: Path):
+    """Checkpoints whose names collide are cached by position (``ckpt_001``); replacing the
+    middle file, with the same final checkpoint, must recompute that position rather than
+    reuse the cached result of the file it replaced (compare with a fresh run)."""
+    torch = pytest.importorskip("torch")
+    import pandas as pd
+
+    from feature_complexity.analyses.dynamics import DynamicsConfig, run_dynamics
+    from feature_complexity.data import trifeature
+    from feature_complexity.models.small_resnet import SMALL_MEAN, SMALL_STD, SmallResNet, small_spec
+    from feature_complexity.train import CheckpointInfo
+
+    def build():
+        return small_spec(SmallResNet(widths=(8, 16), blocks_per_stage=1, num_classes=8))
+
+    def save(path: Path, seed: int) -> Path:
+        torch.manual_seed(seed)
+        net = build().module
+        with torch.no_grad():  # non-trivial blocks (bn2 starts at zero)
+            for m in net.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.weight.uniform_(0.5, 1.5)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(net.state_dict(), path)
+        return path
+
+    a, b, c = save(tmp_path / "a" / "w.pt", 1), save(tmp_path / "b" / "w.pt", 2), save(tmp_path / "c" / "w.pt", 3)
+    final = save(tmp_path / "final.pt", 4)
+    first = [CheckpointInfo(a, 0.0, None), CheckpointInfo(b, 1.0, None), CheckpointInfo(final, 2.0, None)]
+    second = [CheckpointInfo(a, 0.0, None), CheckpointInfo(c, 1.0, None), CheckpointInfo(final, 2.0, None)]
+    probe = trifeature(96, seed=1, mean=SMALL_MEAN, std=SMALL_STD)
+    cfg = DynamicsConfig(n_atoms_per_class=1, n_folds=3, batch_size=96, min_top=2)
+
+    out = tmp_path / "dyn"
+    run_dynamics(first, build, probe, out, cfg, progress=False)
+    reused = run_dynamics(second, build, probe, out, cfg, progress=False)
+    fresh = run_dynamics(second, build, probe, tmp_path / "fresh", cfg, progress=False)
+    pd.testing.assert_frame_equal(reused.features, fresh.features)
+    np.testing.assert_allclose(reused.checkpoints["mean_complexity"], fresh.checkpoints["mean_complexity"])

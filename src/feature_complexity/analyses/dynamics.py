@@ -314,6 +314,15 @@ def _fingerprint(config: DynamicsConfig, probe_set: Any, infos: Sequence["Checkp
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _checkpoint_fingerprint(fingerprint: str, info: "CheckpointInfo") -> str:
+    """The cache key of one checkpoint: the run's fingerprint and this checkpoint's own file.
+    The cache file is named by the checkpoint's name (or, when names collide, its position),
+    which alone does not identify the weights it was computed from."""
+    stat = info.path.stat()
+    key = [fingerprint, str(info.path.resolve()), stat.st_size, int(stat.st_mtime_ns)]
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
+
+
 def _load_cache(path: Path, fingerprint: str) -> dict[str, np.ndarray] | None:
     if not path.is_file():
         return None
@@ -384,7 +393,8 @@ def run_dynamics(
     for count, t in enumerate(order):
         info, name = infos[t], names[t]
         cache_path = cache_dir / f"{name}.npz"
-        cached = _load_cache(cache_path, fingerprint)
+        key = _checkpoint_fingerprint(fingerprint, info)
+        cached = _load_cache(cache_path, key)
         if cached is not None:
             results[t] = cached
             timings[name] = float(cached["seconds"])
@@ -416,7 +426,7 @@ def run_dynamics(
         known = labels >= 0
         top = top_features(gamma, fraction=config.top_fraction, min_top=config.min_top, rank_by=config.rank_by)
         entry: dict[str, Any] = {
-            "fingerprint": np.array(fingerprint),
+            "fingerprint": np.array(key),
             "complexity": K,
             "importance": gamma,
             "feature_class": np.asarray(scores.dictionary.feature_class),
