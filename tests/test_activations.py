@@ -164,3 +164,38 @@ def test_store_redone_with_other_settings_never_resumes_stale_rows(tiny_spec, ti
     for name in tiny_spec.probe_layers:
         np.testing.assert_allclose(again.layers[name], expected[name], atol=1e-6)
     np.testing.assert_allclose(again.logits, expected_logits, atol=1e-6)
+
+
+def test_store_does_not_resume_a_pass_of_other_weights(tiny_spec, tiny_images, tmp_path):
+    """Same architecture and name, other weights (another checkpoint): the interrupted pass of
+    the first model must not supply the first rows of the second model's activations."""
+    store = tmp_path / "acts"
+
+    class Interrupting:
+        def __len__(self):
+            return len(tiny_images)
+
+        def __getitem__(self, i):
+            if i >= 16:
+                raise KeyboardInterrupt
+            return tiny_images[i]
+
+    import feature_complexity.activations as mod
+
+    original = mod.time.perf_counter
+    clock = iter(range(0, 10_000, 10))  # a progress flush after every batch
+    mod.time.perf_counter = lambda: next(clock)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            extract_activations(tiny_spec, Interrupting(), batch_size=8, store=store, progress=False)
+    finally:
+        mod.time.perf_counter = original
+    assert json.loads((store / "progress.json").read_text())["done"] > 0
+
+    with torch.no_grad():  # "another checkpoint" of the same model
+        for p in tiny_spec.module.parameters():
+            p.mul_(1.5)
+    expected = extract_activations(tiny_spec, tiny_images, batch_size=8, progress=False)
+    got = extract_activations(tiny_spec, tiny_images, batch_size=8, store=store, progress=False)
+    np.testing.assert_allclose(got.penultimate, expected.penultimate, atol=1e-5)
+    np.testing.assert_allclose(got.logits, expected.logits, atol=1e-5)

@@ -295,13 +295,17 @@ def extract_activations(
         "layers": list(spec.probe_layers),
         "branches": branch_names,
         "model": spec.name,
+        # the model's name does not tell two checkpoints of one architecture apart
+        "weights": _weights_digest(model) if store is not None else None,
     }
     if store_path is not None:
         store_path.mkdir(parents=True, exist_ok=True)
         meta_path = store_path / _PROGRESS_FILE
         if meta_path.exists():
             previous = json.loads(meta_path.read_text())
-            same = all(previous.get(k) == meta[k] for k in ("n_images", "layers", "branches", "model"))
+            same = all(
+                previous.get(k) == meta[k] for k in ("n_images", "layers", "branches", "model", "weights")
+            )
             if same:
                 done = int(previous["done"])
                 for key in [_layer_file(n) for n in meta["layers"]] + ["penultimate", "logits", "labels"] + [
@@ -365,6 +369,20 @@ def extract_activations(
         skip={n: arrays[_layer_file(n, "skip")] for n in branch_names},
         main={n: arrays[_layer_file(n, "main")] for n in branch_names},
     )
+
+
+def _weights_digest(module: "torch.nn.Module") -> str:
+    """SHA-256 of every parameter and buffer (names, shapes, dtypes and bytes), in key order."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for key, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _flush(arrays: dict[str, np.ndarray], folder: Path, meta: dict[str, Any], done: int) -> None:
