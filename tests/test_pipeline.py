@@ -99,3 +99,19 @@ def test_rerun_with_another_checkpoint_is_refused(tiny_spec, tiny_images, tmp_pa
     with pytest.raises(ValueError, match="model checkpoint"):
         run_analysis(tiny_spec, tiny_images, tmp_path / "r", _config(), model_info={"checkpoint": "b.pt"},
                      flow=False, report=False, progress=False)
+
+
+def test_rerun_with_other_weights_under_the_same_name_is_refused(tiny_spec, tiny_images, tmp_path):
+    """A checkpoint file overwritten in place (retrained into the same path) keeps every recorded
+    name: resuming would load the old model's activations, codes and K and score them with the
+    new model's head."""
+    import torch
+
+    run_analysis(tiny_spec, tiny_images, tmp_path / "r", _config(), model_info={"checkpoint": "a.pt"},
+                 flow=False, report=False, progress=False)
+    with torch.no_grad():
+        for p in tiny_spec.module.parameters():
+            p.mul_(1.5)
+    with pytest.raises(ValueError, match="different configuration.*weights"):
+        run_analysis(tiny_spec, tiny_images, tmp_path / "r", _config(), model_info={"checkpoint": "a.pt"},
+                     flow=False, report=False, progress=False)

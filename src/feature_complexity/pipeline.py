@@ -229,6 +229,10 @@ def _check_manifest(out: Path, config: RunConfig, model_info: dict, data_info: d
     for key in ("name", "weights", "checkpoint"):
         if old_model.get(key) != jsonable(model_info.get(key)):
             diffs.append(f"model {key}")
+    # a checkpoint retrained into the same path keeps every name above; folders written before
+    # the digest was recorded have none and are not checked
+    if "weights_digest" in old_model and old_model["weights_digest"] != model_info.get("weights_digest"):
+        diffs.append("model weights (the checkpoint's contents)")
     if old.get("data") not in (None, jsonable(data_info)) or old.get("n_images") not in (None, n_images):
         diffs.append("data")
     if diffs:
@@ -266,7 +270,7 @@ def run_analysis(
             used by ``feature-complexity report`` to render image evidence).
         flow, report: run these stages too.
     """
-    from .activations import Activations, extract_activations
+    from .activations import Activations, _weights_digest, extract_activations
     from .complexity import ComplexityResult
     from .features import Dictionary
 
@@ -274,6 +278,7 @@ def run_analysis(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model_info = {"name": spec.name, **(model_info or {})}
+    model_info["weights_digest"] = _weights_digest(spec.module)
     # data_info is how to rebuild the data (ImageSource.describe()); n_images what was analysed
     data_info = dict(data_info or {})
     n_images = len(dataset)  # type: ignore[arg-type]
