@@ -115,3 +115,17 @@ def test_rerun_with_other_weights_under_the_same_name_is_refused(tiny_spec, tiny
     with pytest.raises(ValueError, match="different configuration.*weights"):
         run_analysis(tiny_spec, tiny_images, tmp_path / "r", _config(), model_info={"checkpoint": "a.pt"},
                      flow=False, report=False, progress=False)
+
+
+def test_a_recomputed_stage_invalidates_the_later_ones(tiny_spec, tiny_images, tmp_path, monkeypatch):
+    """Deleting dictionary.npz recomputes it, and then the codes and K too, even though
+    codes.npy and complexity.npz still exist."""
+    import feature_complexity.pipeline as pipeline
+
+    run_analysis(tiny_spec, tiny_images, tmp_path / "r", _config(), flow=False, report=False, progress=False)
+    (tmp_path / "r" / "dictionary.npz").unlink()
+    calls = []
+    original = pipeline.encode_features
+    monkeypatch.setattr(pipeline, "encode_features", lambda *a, **k: calls.append(1) or original(*a, **k))
+    run_analysis(tiny_spec, tiny_images, tmp_path / "r", _config(), flow=False, report=False, progress=False)
+    assert calls == [1]

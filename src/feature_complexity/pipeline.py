@@ -310,13 +310,22 @@ def run_analysis(
 
     # --- activations (one streaming pass; resumable at batch granularity)
     t0 = time.perf_counter()
-    if manifest["stages"].get("activations") == "done":
+    # A stage is reused only if it and every stage before it are reused: once one is recomputed,
+    # the outputs after it are stale even if they exist.
+    recomputed = False
+
+    def reusable(stage: str, path: Path | None = None) -> bool:
+        return (not recomputed and manifest["stages"].get(stage) == "done"
+                and (path is None or path.exists()))
+
+    if reusable("activations"):
         acts = Activations.load(out / "activations")
     else:
         acts = extract_activations(spec, dataset, batch_size=config.batch_size, device=config.device,
                                    num_workers=config.num_workers, capture_branches=capture_branches,
                                    store=out / "activations", progress=progress)
         stage_done("activations", time.perf_counter() - t0)
+        recomputed = True
 
     image_class = acts.image_classes(config.class_source)
     A = np.asarray(acts.penultimate)
@@ -324,17 +333,18 @@ def run_analysis(
 
     # --- dictionary
     dict_path = out / "dictionary.npz"
-    if manifest["stages"].get("dictionary") == "done" and dict_path.exists():
+    if reusable("dictionary", dict_path):
         dictionary = Dictionary.load(dict_path)
     else:
         t0 = time.perf_counter()
         dictionary = fit_features(A, image_class, spec.num_classes, config, progress=progress)
         dictionary.save(dict_path)
         stage_done("dictionary", time.perf_counter() - t0)
+        recomputed = True
 
     # --- codes
     codes_path = out / "codes.npy"
-    if manifest["stages"].get("codes") == "done" and codes_path.exists():
+    if reusable("codes", codes_path):
         Z = np.load(codes_path)
     else:
         t0 = time.perf_counter()
@@ -342,6 +352,7 @@ def run_analysis(
         Z = encode_features(A, dictionary.D, config).astype(np.float32)
         save_npy(codes_path, Z)
         stage_done("codes", time.perf_counter() - t0)
+        recomputed = True
 
     # --- fidelity
     from .features import fidelity
@@ -353,7 +364,7 @@ def run_analysis(
 
     # --- complexity
     cx_path = out / "complexity.npz"
-    if manifest["stages"].get("complexity") == "done" and cx_path.exists():
+    if reusable("complexity", cx_path):
         with np.load(cx_path) as f:
             result = ComplexityResult(score=f["score"], per_layer=f["per_layer"],
                                       layer_names=[str(s) for s in f["layer_names"]], alpha=f["alpha"],
