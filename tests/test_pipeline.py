@@ -129,3 +129,19 @@ def test_a_recomputed_stage_invalidates_the_later_ones(tiny_spec, tiny_images, t
     monkeypatch.setattr(pipeline, "encode_features", lambda *a, **k: calls.append(1) or original(*a, **k))
     run_analysis(tiny_spec, tiny_images, tmp_path / "r", _config(), flow=False, report=False, progress=False)
     assert calls == [1]
+
+
+def test_resumed_run_keeps_flow_columns_without_redoing_flow(tiny_spec, tiny_images, tmp_path, monkeypatch):
+    import feature_complexity.analyses.flow as flow_mod
+
+    run_analysis(tiny_spec, tiny_images, tmp_path / "r", _config(), flow=True, report=False, progress=False)
+    first = pd.read_parquet(tmp_path / "r" / "features.parquet")
+    assert "teleport_depth" in first.columns
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the finished flow analysis was redone")
+
+    monkeypatch.setattr(flow_mod, "run_flow", fail)
+    run_analysis(tiny_spec, tiny_images, tmp_path / "r", _config(), flow=True, report=False, progress=False)
+    again = pd.read_parquet(tmp_path / "r" / "features.parquet")
+    pd.testing.assert_frame_equal(first, again)

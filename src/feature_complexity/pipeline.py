@@ -136,11 +136,31 @@ def fit_features(A: np.ndarray, image_class: np.ndarray, n_classes: int, config:
 
 
 def encode_features(A: np.ndarray, D: np.ndarray, config: RunConfig) -> np.ndarray:
-    """The codes stage: batched NNLS of every penultimate vector against the whole ``D``."""
+    """The codes stage: NNLS of every penultimate vector against the whole ``D``, as float32
+    ``(n_images, k)``: the precision the run folder stores, so that a resumed run and
+    :func:`score_features` give the same numbers as a fresh run."""
     from .features import encode
 
-    return encode(np.asarray(A), D, device=config.device, batch_size=4096,
-                  max_iter=config.nnls_max_iter, tol=config.nnls_tol)
+    Z = encode(np.asarray(A), D, device=config.device, batch_size=4096,
+               max_iter=config.nnls_max_iter, tol=config.nnls_tol)
+    return np.asarray(Z, dtype=np.float32)
+
+
+def score_complexity(layers: dict[str, np.ndarray], Z: np.ndarray, config: RunConfig) -> "ComplexityResult":
+    """The complexity stage: ``I_V`` of every feature from every probe layer, and ``K``."""
+    from .complexity import complexity
+
+    kwargs = {} if config.alphas is None else {"alphas": config.alphas}
+    return complexity(layers, Z, n_folds=config.n_folds, seed=config.seed, device=config.device, **kwargs)
+
+
+def score_importance(Z: np.ndarray, dictionary: "Dictionary", spec: "ModelSpec", image_class: np.ndarray,
+                     config: RunConfig) -> np.ndarray:
+    """The importance stage: signed gradient x input ``Γ (k,)`` through the model's head."""
+    from .importance import importance
+
+    return importance(Z, dictionary.D, _head(spec), feature_class=dictionary.feature_class,
+                      image_class=image_class, device=config.device)
 
 
 def score_features(
@@ -160,9 +180,7 @@ def score_features(
     Returns:
         :class:`Scores`; ``timings`` holds seconds per stage.
     """
-    from .complexity import complexity
     from .features import fidelity
-    from .importance import importance
 
     timings: dict[str, float] = {}
     image_class = activations.image_classes(config.class_source)
@@ -175,12 +193,9 @@ def score_features(
     with _Timer(timings, "fidelity"):
         fid = fidelity(A, Z, dictionary.D, head, labels=np.asarray(activations.labels))
     with _Timer(timings, "complexity"):
-        kwargs = {} if config.alphas is None else {"alphas": config.alphas}
-        result = complexity(activations.layers, Z, n_folds=config.n_folds, seed=config.seed,
-                            device=config.device, **kwargs)
+        result = score_complexity(activations.layers, Z, config)
     with _Timer(timings, "importance"):
-        gamma = importance(Z, dictionary.D, head, feature_class=dictionary.feature_class,
-                           image_class=image_class, device=config.device)
+        gamma = score_importance(Z, dictionary, spec, image_class, config)
     return Scores(dictionary, Z, result, gamma, fid, image_class, timings)
 
 
@@ -348,8 +363,7 @@ def run_analysis(
         Z = np.load(codes_path)
     else:
         t0 = time.perf_counter()
-        # scored in the precision it is stored in, so a resumed run gives the same numbers
-        Z = encode_features(A, dictionary.D, config).astype(np.float32)
+        Z = encode_features(A, dictionary.D, config)
         save_npy(codes_path, Z)
         stage_done("codes", time.perf_counter() - t0)
         recomputed = True
@@ -370,34 +384,36 @@ def run_analysis(
                                       layer_names=[str(s) for s in f["layer_names"]], alpha=f["alpha"],
                                       n_images=int(f["n_images"]), n_folds=int(f["n_folds"]))
     else:
-        from .complexity import complexity
-
         t0 = time.perf_counter()
-        kwargs = {} if config.alphas is None else {"alphas": config.alphas}
-        result = complexity(acts.layers, Z, n_folds=config.n_folds, seed=config.seed,
-                            device=config.device, **kwargs)
+        result = score_complexity(acts.layers, Z, config)
         save_npz(cx_path, score=result.score, per_layer=result.per_layer,
                  layer_names=np.array(result.layer_names), alpha=result.alpha,
                  n_images=result.n_images, n_folds=result.n_folds)
         stage_done("complexity", time.perf_counter() - t0)
 
-    # --- importance
-    from .importance import importance
-
+    # --- importance (cheap: recomputed on every run)
     t0 = time.perf_counter()
-    gamma = importance(Z, dictionary.D, head, feature_class=dictionary.feature_class,
-                       image_class=image_class, device=config.device)
+    gamma = score_importance(Z, dictionary, spec, image_class, config)
     save_npy(out / "importance.npy", gamma)
     stage_done("importance", time.perf_counter() - t0)
 
     scores = Scores(dictionary, Z, result, gamma, fid, image_class)
     frame = features_frame(scores, spec.class_names)
-    write_parquet(out / "features.parquet", frame)
-    t0 = time.perf_counter()
-    _write_figures(out, scores)
-    stage_done("figures", time.perf_counter() - t0)
+    run_flow_stage = flow and capture_branches
+    flow_reused = run_flow_stage and reusable("flow", out / "flow.json")
+    if flow_reused and (out / "flow_features.parquet").exists():
+        # the finished flow analysis's per-feature columns, which it added to features.parquet
+        import pandas as pd
 
-    if flow and capture_branches:
+        flow_cols = pd.read_parquet(out / "flow_features.parquet").drop(columns="complexity", errors="ignore")
+        frame = frame.merge(flow_cols, on="feature", how="left")
+    write_parquet(out / "features.parquet", frame)
+    if not reusable("figures"):
+        t0 = time.perf_counter()
+        _write_figures(out, scores)
+        stage_done("figures", time.perf_counter() - t0)
+
+    if run_flow_stage and not flow_reused:
         from .analyses.flow import run_flow
 
         t0 = time.perf_counter()
