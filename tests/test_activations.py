@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from feature_complexity.activations import Activations, capture, extract_activations
+from feature_complexity.activations import Activations, extract_activations
+from feature_complexity.models.hooks import capture
 
 
 def _reference(spec, images):

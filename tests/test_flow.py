@@ -47,7 +47,7 @@ def _one_torch_thread():
 def test_branch_capture_reproduces_block_output(name: str, size: int) -> None:
     torch = pytest.importorskip("torch")
     try:
-        from feature_complexity.activations import capture
+        from feature_complexity.models.hooks import capture
         from feature_complexity.models.registry import build_model
     except ImportError as err:  # pragma: no cover - only while the modules are being written
         pytest.skip(f"activations/models not importable yet: {err}")

@@ -234,7 +234,7 @@ def _save_variants(tmp_path: Path, module: nn.Module) -> dict[str, Path]:
     for key, obj in files.items():
         paths[key] = tmp_path / f"{key.replace('+', '_')}.pt"
         torch.save(obj, paths[key])
-    # a pickled module needs weights_only=False: exercises the fallback
+    # a pickled module needs full unpickling: only with trust_checkpoint=True
     paths["pickled module"] = tmp_path / "module.pt"
     torch.save(module, paths["pickled module"])
     return paths
@@ -249,7 +249,11 @@ def test_checkpoint_formats_load_and_infer_the_architecture(tmp_path):
         want = src.module(x)
     for kind, path in _save_variants(tmp_path, src.module).items():
         # widths, blocks and classes come from the checkpoint; the seed differs on purpose
-        spec = build_model("small-resnet", checkpoint=path, seed=99)
+        trust = kind == "pickled module"
+        if trust:  # never unpickled silently
+            with pytest.raises(ValueError, match=r"safe loader.*--trust-checkpoint"):
+                build_model("small-resnet", checkpoint=path)
+        spec = build_model("small-resnet", checkpoint=path, seed=99, trust_checkpoint=trust)
         assert spec.num_classes == 7 and spec.build_args["widths"] == [8, 16, 24], kind
         assert not spec.module.training
         with torch.no_grad():

@@ -231,20 +231,14 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def _torch_load(path: Path) -> Any:
-    """Load a checkpoint file on the CPU; tensors only first (safe), full pickle as a fallback
-    for foreign formats that store other objects (the user pointed us at the file)."""
-    import torch
+def _torch_load(path: Path, trust: bool = False) -> Any:
+    """Load a checkpoint file on the CPU with the safe loader; full unpickling only when ``trust``
+    (``--trust-checkpoint``): see :func:`feature_complexity.models.registry.torch_load`."""
+    from .models.registry import torch_load
 
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint '{path}' does not exist")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - any unpickling refusal: retry permissively
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:  # noqa: BLE001
-            raise ValueError(f"cannot read checkpoint '{path}' with torch.load: {err}") from err
+    return torch_load(path, trust=trust)
 
 
 # ---------------------------------------------------------------------------------- train
@@ -517,16 +511,17 @@ def _accuracy(model: "torch.nn.Module", dataset: "Dataset", device: "torch.devic
 
 
 # ---------------------------------------------------------------------------------- checkpoints
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+def read_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> dict[str, Any]:
     """Load a checkpoint file (CPU) as a dict with at least ``state_dict``.
 
     Understands this package's format, the community CIFAR format (``{"state_dict": …}``, keys
     possibly prefixed ``module.``), torchvision reference scripts (``{"model": …, "epoch": …}``),
-    ``{"model_state_dict": …}`` and a plain state dict. The ``module.`` prefix is removed.
+    ``{"model_state_dict": …}`` and a plain state dict. The ``module.`` prefix is removed. Files
+    that need full unpickling are refused unless ``trust``.
     """
     import torch
 
-    raw = _torch_load(Path(path))
+    raw = _torch_load(Path(path), trust)
     if not isinstance(raw, dict):
         raise ValueError(f"checkpoint '{path}' holds a {type(raw).__name__}, not a dict of weights")
     out: dict[str, Any]
@@ -549,7 +544,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return out
 
 
-def load_weights(spec: "ModelSpec", path: str | os.PathLike) -> dict[str, Any]:
+def load_weights(spec: "ModelSpec", path: str | os.PathLike, *, trust: bool = False) -> dict[str, Any]:
     """Load a checkpoint's weights into ``spec.module`` (strictly); return the checkpoint dict.
 
     Raises ``ValueError`` naming missing, unexpected and mis-shaped keys (and the built-in model
@@ -557,7 +552,7 @@ def load_weights(spec: "ModelSpec", path: str | os.PathLike) -> dict[str, Any]:
     """
     from .models.registry import load_checkpoint
 
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path, trust=trust)
     load_checkpoint(spec.module, ckpt["state_dict"], model_name=spec.name, source=str(path))
     return ckpt
 
@@ -567,7 +562,8 @@ def _number_in_name(path: Path) -> float | None:
     return float(numbers[-1]) if numbers else None
 
 
-def list_checkpoints(folder_or_files: str | os.PathLike | Iterable[str | os.PathLike]) -> list[CheckpointInfo]:
+def list_checkpoints(folder_or_files: str | os.PathLike | Iterable[str | os.PathLike], *,
+                     trust: bool = False) -> list[CheckpointInfo]:
     """Checkpoints ordered by the training time they record.
 
     Args:
@@ -605,7 +601,7 @@ def list_checkpoints(folder_or_files: str | os.PathLike | Iterable[str | os.Path
 
     records = []
     for f in files:
-        raw = _torch_load(f)
+        raw = _torch_load(f, trust)
         step = epoch = None
         if isinstance(raw, dict):
             if isinstance(raw.get("step"), (int, np.integer)) and not isinstance(raw.get("step"), bool):

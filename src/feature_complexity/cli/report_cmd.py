@@ -109,7 +109,7 @@ def _check_reproduces(spec: Any, source: Any, run_dir: Path, *, device: str = "c
     import numpy as np
     import torch
 
-    from feature_complexity.activations import capture
+    from feature_complexity.models.hooks import capture
 
     path = run_dir / "activations" / "penultimate.npy"
     if not path.exists():

@@ -21,44 +21,26 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .family import families, family_for
 from .spec import IMAGENET_MEAN, IMAGENET_STD, BlockBranches, ModelSpec, _describe_candidates
-from .torchvision_resnets import TORCHVISION_BLOCKS as _TORCHVISION_BLOCKS
-from .torchvision_resnets import TORCHVISION_RESNETS as _TORCHVISION
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["build_model", "known_models", "spec_from_module", "load_checkpoint", "read_state_dict"]
+__all__ = ["RANDOM", "build_model", "known_models", "spec_from_module", "load_checkpoint", "read_state_dict"]
 
-_CIFAR_DEPTHS = (20, 32, 44, 56, 110)  # mirrors cifar_resnet.CIFAR_DEPTHS without importing torch
-_CIFAR = tuple(f"cifar-resnet{d}" for d in _CIFAR_DEPTHS)
-_SMALL = "small-resnet"
-_SMALL_KWARGS = ("widths", "blocks_per_stage", "in_channels", "stem_stride")
 # wrapper keys under which training scripts commonly store the weights
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network")
 # prefixes added by nn.DataParallel / DistributedDataParallel and torch.compile
 _PREFIXES = ("module.", "_orig_mod.")
+#: ``weights=RANDOM`` asks for a randomly initialised network (a control, never a default)
+RANDOM = "random"
 
 
 def known_models() -> list[str]:
-    """Names accepted by :func:`build_model`."""
-    return [*_TORCHVISION, *_CIFAR, _SMALL]
-
-
-def _canonical_name(name: str) -> str:
-    """``"CIFAR_ResNet20"`` -> ``"cifar-resnet20"``; unknown names raise ``ValueError``."""
-    if not isinstance(name, str):
-        raise ValueError(f"model name must be a string, got {type(name).__name__}")
-    key = name.strip().lower()
-    if key.startswith(("cifar_", "small_")):
-        key = key.replace("_", "-", 1)
-    if key not in known_models():
-        raise ValueError(
-            f"unknown model '{name}'; known models are: {', '.join(known_models())} "
-            f"(for another architecture, wrap your nn.Module with spec_from_module)"
-        )
-    return key
+    """Names accepted by :func:`build_model` (patterns such as ``timm:<name>`` for open families)."""
+    return [n for fam in families() for n in fam.names()]
 
 
 def build_model(
@@ -69,25 +51,28 @@ def build_model(
     num_classes: int | None = None,
     class_names: Sequence[str] | None = None,
     seed: int | None = None,
+    trust_checkpoint: bool = False,
     **family_kwargs: Any,
 ) -> ModelSpec:
     """Build a named model and describe it.
 
     Args:
         name: one of :func:`known_models` (``"resnet50"``, ``"cifar-resnet20"``, ``"small-resnet"`` …).
-        weights: torchvision weight name (torchvision models only), e.g. ``"IMAGENET1K_V2"``;
-            downloaded by torchvision into its cache.
+        weights: the family's weight name (torchvision: ``"IMAGENET1K_V2"``), or ``"random"`` /
+            ``None`` for a randomly initialised network. Exclusive with ``checkpoint``.
         checkpoint: a local file with a state dict (raw, or under ``"state_dict"`` / ``"model"``;
-            ``module.`` prefixes are stripped). Exclusive with ``weights``.
+            ``module.`` prefixes are stripped).
         num_classes: width of the head. Default: the checkpoint's head when one is given, else
-            1000 (torchvision) or 10 (CIFAR, small-resnet).
+            the family's default (1000 for ImageNet families, 10 for CIFAR and small-resnet).
         class_names: human-readable class names (default: the weights' categories, or the
             CIFAR-10 names for a 10-class CIFAR ResNet).
         seed: seeds the random initialisation (the global torch RNG is left untouched).
-        **family_kwargs: ``small-resnet`` only: ``widths`` (default ``(16, 32, 64)``),
-            ``blocks_per_stage`` (default 2), ``in_channels`` (default 3), ``stem_stride`` (1 or 2,
-            default 1). When a checkpoint is given, widths, blocks and channels not given are read
-            from it (the stride leaves no trace in the weights: pass it).
+        trust_checkpoint: allow full unpickling of a checkpoint that the safe loader
+            (``torch.load(weights_only=True)``) refuses. Only for files you trust: unpickling runs
+            arbitrary code.
+        **family_kwargs: family-specific options (``small-resnet``: ``widths``,
+            ``blocks_per_stage``, ``in_channels``, ``stem_stride``). With a checkpoint, options the
+            weights imply are read from it.
 
     Returns:
         A validated :class:`ModelSpec` in eval mode, with ``build_args`` set so that
@@ -95,80 +80,36 @@ def build_model(
     """
     import torch
 
-    key = _canonical_name(name)
+    fam, key = family_for(name)
+    if weights == RANDOM:
+        weights = None
     if weights is not None and checkpoint is not None:
-        raise ValueError("give either weights= (torchvision's) or checkpoint= (a local file), not both")
-    if weights is not None and key not in _TORCHVISION:
-        raise ValueError(
-            f"weights='{weights}' only applies to torchvision models ({', '.join(_TORCHVISION)}); "
-            f"for {key}, load a local file with checkpoint="
-        )
-    if key != _SMALL and family_kwargs:
-        raise ValueError(f"{key} takes no argument(s) {sorted(family_kwargs)}; only small-resnet takes {list(_SMALL_KWARGS)}")
-    unknown = sorted(set(family_kwargs) - set(_SMALL_KWARGS))
+        raise ValueError("give either weights= (named weights) or checkpoint= (a local file), not both")
+    unknown = sorted(set(family_kwargs) - set(fam.kwargs))
     if unknown:
-        raise ValueError(f"small-resnet takes {list(_SMALL_KWARGS)}, got unexpected {unknown}")
+        takes = f"only {list(fam.kwargs)}" if fam.kwargs else "none"
+        raise ValueError(f"{key} takes no argument(s) {unknown} (it takes {takes})")
     if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 2):
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-
-    state = read_state_dict(checkpoint) if checkpoint is not None else None
-    if state is not None and num_classes is None:
-        num_classes = _head_classes(state)
-    if state is not None and key == _SMALL:
-        family_kwargs = {**_small_kwargs_from_state(state), **family_kwargs}
-
+    state = read_state_dict(checkpoint, trust=trust_checkpoint) if checkpoint is not None else None
+    if state is not None:
+        num_classes = num_classes if num_classes is not None else fam.head_classes(state)
+        family_kwargs = {**fam.kwargs_from_state(key, state), **family_kwargs}
     # fork_rng: a seeded build must not change the caller's random stream
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        spec, resolved = _build(key, weights=weights, num_classes=num_classes, class_names=class_names, family_kwargs=family_kwargs)
+        spec, resolved = fam.build(key, weights=weights, num_classes=num_classes,
+                                   class_names=list(class_names) if class_names is not None else None,
+                                   **family_kwargs)
     if state is not None:
         load_checkpoint(spec.module, state, model_name=key, source=str(checkpoint))
     spec.module.eval()
-    spec.build_args = {
-        "weights": weights,
-        "checkpoint": None if checkpoint is None else str(checkpoint),
-        "num_classes": spec.num_classes,
-        "seed": seed,
-        **resolved,
-    }
+    spec.build_args = {"weights": weights, "checkpoint": None if checkpoint is None else str(checkpoint),
+                       "num_classes": spec.num_classes, "seed": seed, **resolved}
     if class_names is not None:
         spec.build_args["class_names"] = list(class_names)
     return spec
-
-
-def _build(
-    key: str,
-    *,
-    weights: str | None,
-    num_classes: int | None,
-    class_names: Sequence[str] | None,
-    family_kwargs: dict[str, Any],
-) -> tuple[ModelSpec, dict[str, Any]]:
-    """Construct module + spec for a canonical name; also return the resolved family kwargs."""
-    names = list(class_names) if class_names is not None else None
-    if key in _TORCHVISION:
-        from .torchvision_resnets import torchvision_resnet, torchvision_spec
-
-        module, categories = torchvision_resnet(key, weights=weights, num_classes=num_classes)
-        return torchvision_spec(module, name=key, class_names=names if names is not None else categories), {}
-    if key in _CIFAR:
-        from .cifar_resnet import cifar_resnet, cifar_spec
-
-        module = cifar_resnet(int(key.removeprefix("cifar-resnet")), num_classes=num_classes or 10)
-        return cifar_spec(module, name=key, class_names=names), {}
-    from .small_resnet import SmallResNet, small_spec
-
-    widths = [int(w) for w in family_kwargs.get("widths", (16, 32, 64))]
-    blocks = family_kwargs.get("blocks_per_stage", 2)
-    blocks = int(blocks) if isinstance(blocks, int) else [int(b) for b in blocks]
-    in_channels = int(family_kwargs.get("in_channels", 3))
-    stem_stride = int(family_kwargs.get("stem_stride", 1))
-    module = SmallResNet(
-        widths=widths, blocks_per_stage=blocks, num_classes=num_classes or 10, in_channels=in_channels, stem_stride=stem_stride
-    )
-    resolved = {"widths": widths, "blocks_per_stage": blocks, "in_channels": in_channels, "stem_stride": stem_stride}
-    return small_spec(module, name=key, class_names=names), resolved
 
 
 # ---------------------------------------------------------------------- any nn.Module
@@ -240,31 +181,42 @@ def spec_from_module(
 
 
 # ---------------------------------------------------------------------- checkpoints
-def read_state_dict(path: str | Path) -> "dict[str, torch.Tensor]":
+def read_state_dict(path: str | Path, *, trust: bool = False) -> "dict[str, torch.Tensor]":
     """Read a checkpoint file into a flat state dict with ``module.`` prefixes stripped.
 
     Accepts a raw state dict, a dict holding it under ``"state_dict"``, ``"model_state_dict"``,
     ``"model"`` or ``"net"`` (other entries such as ``"best_prec1"`` or ``"epoch"`` are ignored),
-    or a pickled ``nn.Module``. Loads with ``weights_only=True`` first; files that need full
-    unpickling are then loaded with ``weights_only=False`` (only open checkpoints you trust).
+    or a pickled ``nn.Module``. Loads with ``torch.load(weights_only=True)``, which cannot run
+    code; a file that needs full unpickling is refused unless ``trust`` (``--trust-checkpoint``).
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: the file is not a torch checkpoint, or holds no state dict.
+        ValueError: the file is not a torch checkpoint, holds no state dict, or needs full
+            unpickling and ``trust`` is false.
     """
-    import torch
-
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: '{path}' (resolved: '{path.resolve()}')")
+    return _extract_state_dict(torch_load(path, trust=trust), source=str(path))
+
+
+def torch_load(path: Path, *, trust: bool) -> Any:
+    """``torch.load`` on the CPU: the safe loader, or full unpickling only when ``trust``."""
+    import torch
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - the safe loader fails in many ways on non-tensor pickles
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as safe_error:  # noqa: BLE001 - the safe loader fails in many ways on pickles
+        if not trust:
+            reason = str(safe_error).strip().splitlines()[0][:200]
+            raise ValueError(
+                f"checkpoint '{path}' cannot be read by the safe loader (torch.load weights_only=True: "
+                f"{reason}); it holds pickled Python objects, and unpickling can run arbitrary code. If "
+                "you trust the file, pass --trust-checkpoint (trust_checkpoint=True)") from None
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
+            return torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc:  # noqa: BLE001 - any failure means "not a readable checkpoint"
             raise ValueError(f"cannot read checkpoint '{path}' with torch.load: {exc}") from exc
-    return _extract_state_dict(obj, source=str(path))
 
 
 def _extract_state_dict(obj: Any, *, source: str) -> "dict[str, torch.Tensor]":
@@ -353,80 +305,42 @@ def _preview(keys: list[str], n: int = 4) -> str:
     return ", ".join(keys[:n]) + (f", … {len(keys) - n} more" if len(keys) > n else "")
 
 
-def _stage_blocks(state: Mapping[str, Any]) -> dict[int, int]:
-    """``{stage: n_blocks}`` from keys ``layer{stage}.{block}.…``."""
-    counts: dict[int, int] = {}
-    for k in state:
-        m = re.match(r"layer(\d+)\.(\d+)\.", k)
-        if m:
-            s, b = int(m.group(1)), int(m.group(2))
-            counts[s] = max(counts.get(s, 0), b + 1)
-    return dict(sorted(counts.items()))
-
-
-def _head_classes(state: Mapping[str, "torch.Tensor"]) -> int | None:
-    """Output width of the head (``fc`` or ``linear``) stored in a state dict, if any."""
-    for head in ("fc.weight", "linear.weight"):
-        if head in state and state[head].ndim == 2:
-            return int(state[head].shape[0])
-    return None
-
-
-def _small_kwargs_from_state(state: Mapping[str, "torch.Tensor"]) -> dict[str, Any]:
-    """``widths`` / ``blocks_per_stage`` / ``in_channels`` of a small-resnet checkpoint."""
-    blocks = _stage_blocks(state)
-    if not blocks or "conv1.weight" not in state:
-        return {}
-    try:
-        widths = [int(state[f"layer{s}.0.bn2.weight"].shape[0]) for s in blocks]
-    except KeyError:
-        return {}
-    counts = list(blocks.values())
-    return {
-        "widths": widths,
-        "blocks_per_stage": counts[0] if len(set(counts)) == 1 else counts,
-        "in_channels": int(state["conv1.weight"].shape[1]),
-    }
-
-
 def _guess_architecture(state: Mapping[str, "torch.Tensor"], *, exclude: str | None = None) -> str:
     """A sentence describing the checkpoint's structure and the built-in models it fits."""
+    import re
+
     import torch
 
-    blocks = _stage_blocks(state)
+    from .families import stage_blocks
+
+    blocks = stage_blocks(state)
     if not blocks:
         return "It has no 'layerX.Y' residual blocks: wrap your own nn.Module with spec_from_module."
     counts = tuple(blocks.values())
-    bottleneck = any(re.match(r"layer\d+\.\d+\.conv3\.", k) for k in state)
-    kind = "bottleneck" if bottleneck else "basic"
-    if len(set(counts)) == 1:
-        shape = f"{len(counts)} stages of {counts[0]} {kind} blocks"
-    else:
-        shape = f"{len(counts)} stages of {'/'.join(map(str, counts))} {kind} blocks"
-    n_classes = _head_classes(state)
-    candidates: list[str] = []
-    if len(counts) == 3 and len(set(counts)) == 1 and 6 * counts[0] + 2 in _CIFAR_DEPTHS:
-        candidates.append(f"cifar-resnet{6 * counts[0] + 2}")
-    candidates += [n for n, b in _TORCHVISION_BLOCKS.items() if b == counts]
-    candidates.append(_SMALL)
+    kind = "bottleneck" if any(re.match(r"layer\d+\.\d+\.conv3\.", k) for k in state) else "basic"
+    shape = (f"{len(counts)} stages of {counts[0]} {kind} blocks" if len(set(counts)) == 1
+             else f"{len(counts)} stages of {'/'.join(map(str, counts))} {kind} blocks")
     wanted = {k: tuple(v.shape) for k, v in state.items() if not k.endswith("num_batches_tracked")}
-    matches = []
-    for cand in candidates:
-        try:
-            # on the meta device: shapes only, no memory, no initialisation cost
-            with torch.device("meta"):
-                kwargs = _small_kwargs_from_state(state) if cand == _SMALL else {}
-                spec, _ = _build(cand, weights=None, num_classes=n_classes, class_names=None, family_kwargs=kwargs)
-        except (ValueError, TypeError):
-            continue
-        have = {k: tuple(v.shape) for k, v in spec.module.state_dict().items() if not k.endswith("num_batches_tracked")}
-        if have == wanted:
-            if cand == _SMALL:
-                matches.append(f"{_SMALL} (widths={kwargs['widths']}, blocks_per_stage={kwargs['blocks_per_stage']})")
-            elif cand == exclude:  # right family, other head: the user forced num_classes
-                matches.append(f"{cand} with num_classes={n_classes}")
-            else:
-                matches.append(cand)
+    matches, n_classes = [], None
+    for fam in families():
+        n_classes = fam.head_classes(state) or n_classes
+        for cand in fam.names():
+            if ":" in cand:  # an open-ended family (timm:<name>) cannot be enumerated
+                continue
+            kwargs = fam.kwargs_from_state(cand, state)
+            try:
+                with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+                    spec, _ = fam.build(cand, weights=None, num_classes=fam.head_classes(state),
+                                        class_names=None, **kwargs)
+            except (ValueError, TypeError):
+                continue
+            have = {k: tuple(v.shape) for k, v in spec.module.state_dict().items()
+                    if not k.endswith("num_batches_tracked")}
+            if have != wanted:
+                continue
+            extra = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k != "in_channels")
+            label = f"{cand} ({extra})" if extra else cand
+            matches.append(f"{cand} with num_classes={n_classes}" if cand == exclude else label)
     head = f", a {n_classes}-class head" if n_classes else ""
     if matches:
         return f"The checkpoint has {shape}{head}: did you mean --model {' or '.join(matches)}?"
