@@ -46,6 +46,11 @@ def tiny_images() -> TinyImages:
 @pytest.fixture
 def tiny_spec():
     """A two-block residual CNN with BasicBlock-style branches, described by a ModelSpec."""
+    return make_tiny_spec()
+
+
+def make_tiny_spec():
+    """The ``tiny_spec`` fixture's model, for use outside fixtures (subprocesses, scripts)."""
     import torch
     from torch import nn
 

@@ -46,8 +46,10 @@ def importance(
     image_class: np.ndarray,
     device: str | torch.device | None = None,
     batch_size: int = 1024,
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    reduce: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Signed importance ``Γ (k,)`` of every feature, by autograd through ``head(Z @ D)``.
+    """Signed importance ``Γ (k,)`` of every feature, by autograd through ``head(decode(Z))``.
 
     One backward pass per batch gives every image's gradient at once: the images are
     independent through the head, so ``∂/∂Z Σ_x y_{class(x)}(x)`` has as row ``x`` exactly
@@ -66,6 +68,11 @@ def importance(
             out of every mean.
         device: where to run; default the head's device (CPU for a plain callable).
         batch_size: images per backward pass.
+        decode: the dictionary's decoder on torch tensors (``Dictionary.decode``); default
+            ``Z @ D``. Any differentiable decoder works (an SAE adds its bias).
+        reduce: sums an array over processes (``Comm.sum_array``) when ``Z`` is one process's
+            shard of the images: the per-feature sums and the per-class image counts are reduced
+            before the division, so the shards give the same ``Γ`` as one process.
 
     Returns:
         ``Γ`` as float64 ``(k,)``. A feature whose class has no image gets ``NaN`` (with a
@@ -113,7 +120,7 @@ def importance(
         Zb = torch.as_tensor(Z[s : s + batch_size][known.cpu().numpy()], dtype=dtype, device=dev)
         cls = cls[known]
         Zb.requires_grad_(True)
-        logits = head(Zb @ Dt)
+        logits = head(Zb @ Dt if decode is None else decode(Zb))
         if logits.ndim != 2 or logits.shape[0] != Zb.shape[0]:
             raise ValueError(
                 f"head must map (batch, d) to logits (batch, n_classes); got output shape "
@@ -134,10 +141,14 @@ def importance(
         sums += (contrib * mask).sum(dim=0, dtype=torch.float64)
 
     known_ic = ic[ic >= 0]
-    n_known = known_ic.size
-    per_class = np.bincount(known_ic, minlength=max(int(fc.max()) + 1, 1))
-    counts = np.where(fc >= 0, per_class[np.clip(fc, 0, None)], n_known).astype(np.float64)
+    n_fc = max(int(fc.max()) + 1, 1)
+    # images per feature class, and all known images (for global atoms): the same length on
+    # every process, whatever classes its shard holds
+    tally = np.append(np.bincount(known_ic[known_ic < n_fc], minlength=n_fc), known_ic.size).astype(np.float64)
     out = sums.cpu().numpy()
+    if reduce is not None:  # sums over the images of every process, then the mean
+        out, tally = reduce(out), reduce(tally)
+    counts = np.where(fc >= 0, tally[np.clip(fc, 0, n_fc - 1)], tally[-1])
     with np.errstate(invalid="ignore", divide="ignore"):
         gamma = np.where(counts > 0, out / np.where(counts > 0, counts, 1.0), np.nan)
     empty = np.flatnonzero(counts == 0)

@@ -28,6 +28,8 @@ __all__ = [
     "save_figure",
     "package_versions",
     "jsonable",
+    "save_dataclass",
+    "load_dataclass",
 ]
 
 
@@ -114,9 +116,40 @@ def package_versions() -> dict[str, str]:
     """Versions of Python and the packages whose behaviour shapes the numbers."""
     versions = {"python": sys.version.split()[0], "platform": platform.platform()}
     for name in ("feature-complexity", "numpy", "scipy", "scikit-learn", "torch", "torchvision",
-                 "pandas", "pyarrow", "matplotlib", "umap-learn"):
+                 "pandas", "pyarrow", "matplotlib", "umap-learn", "timm", "jinja2"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def save_dataclass(path: str | Path, obj: Any) -> None:
+    """Write a dataclass of arrays and JSON-able values to one ``.npz``, atomically.
+
+    Arrays are stored as arrays (``allow_pickle=False`` readable); every other field (numbers,
+    strings, lists, dicts, ``None``) goes into one JSON entry. :func:`load_dataclass` reads it back.
+    """
+    import dataclasses
+
+    arrays: dict[str, np.ndarray] = {}
+    other: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, np.ndarray):
+            arrays[f.name] = value
+        else:
+            other[f.name] = jsonable(value)
+    save_npz(path, __fields__=np.array(json.dumps(other)), **arrays)
+
+
+def load_dataclass(path: str | Path, cls: type) -> Any:
+    """Read a file written by :func:`save_dataclass` into ``cls`` (fields it no longer has are
+    dropped; fields the file lacks take their defaults)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    with np.load(path, allow_pickle=False) as f:
+        values: dict[str, Any] = json.loads(str(f["__fields__"]))
+        values.update({k: f[k] for k in f.files if k != "__fields__"})
+    return cls(**{k: v for k, v in values.items() if k in names})

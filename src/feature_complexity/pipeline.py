@@ -1,25 +1,27 @@
-"""Run orchestration: model + images -> activations -> features -> scores -> run folder.
+"""A run: the stage list (core scoring, analyses, feature table, findings, report) on one loop.
 
-Each stage writes its output atomically in the run folder and records its wall time in
-``manifest.json``; a rerun of the same command skips the stages whose output exists, so an
-interrupted run resumes without losing finished work. A run folder made with a different
-configuration is refused rather than silently mixed.
-
-The scoring itself (:func:`score_features`) takes arrays and returns arrays, so the training
-dynamics analysis reuses it on every checkpoint.
+:func:`run_analysis` analyses a model on images into a run folder; :func:`score_in_memory` runs
+the same scoring stages on activations already in memory (the dynamics analysis does it for
+every checkpoint). Both go through :func:`feature_complexity.stages.run_stages`: one resume
+mechanism, one manifest, one atomic writer. The stages themselves live beside their code
+(:mod:`.scoring` for the core, :mod:`.analyses` for the analyses); this module only puts them
+in order and supplies the inputs and their fingerprints.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .io import jsonable, package_versions, read_json, save_figure, save_npy, save_npz, write_json, write_parquet
+from .config import RunConfig
+from .io import package_versions, write_json, write_parquet
+from .stages import Context, RunLock, Stage, remove_temporary_files, run_stages
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,405 +29,230 @@ if TYPE_CHECKING:
 
     from .activations import Activations
     from .complexity import ComplexityResult
-    from .features import Dictionary
+    from .distributed import Comm
+    from .features.base import Dictionary
     from .models.spec import ModelSpec
 
-__all__ = ["RunConfig", "Scores", "RunResult", "score_features", "run_analysis", "features_frame"]
+__all__ = ["RunConfig", "RunResult", "Scores", "run_stages_of", "run_analysis", "score_in_memory",
+           "build_stages", "features_frame"]
 
 
-@dataclass
-class RunConfig:
-    """Every choice of a run (the defaults follow ``paper-method.md`` section 9).
-
-    Attributes:
-        dictionary: ``"per_class"`` (paper, CRAFT: NMF per class, stacked) or ``"global"``.
-        n_atoms_per_class: atoms per class for the per-class dictionary (paper: 10).
-        n_atoms: atoms of the global dictionary.
-        class_source: which images stand for a class: ``"label"``, ``"prediction"``, or
-            ``"auto"`` (the label where known, else the prediction).
-        n_folds: folds of the held-out V-information estimate.
-        alphas: relative ridge penalties searched by cross-validation (``None``: the engine's grid).
-        seed: one seed for NMF, folds and anything random.
-        batch_size, device, num_workers: the forward pass and the batched NNLS.
-        capture_branches: record skip/main branches for the flow analysis (when the model
-            describes them).
-        nnls_max_iter, nnls_tol: the batched NNLS solver.
-        nmf_max_iter: iteration budget of each NMF (scikit-learn's coordinate descent).
-    """
-
-    dictionary: str = "per_class"
-    n_atoms_per_class: int = 10
-    n_atoms: int | None = None
-    class_source: str = "auto"
-    n_folds: int = 5
-    alphas: tuple[float, ...] | None = None
-    seed: int = 0
-    batch_size: int = 256
-    device: str = "cpu"
-    num_workers: int = 0
-    capture_branches: bool = True
-    nnls_max_iter: int = 1000
-    nnls_tol: float = 1e-6
-    nmf_max_iter: int = 1000
-
-    def scoring_key(self) -> dict[str, Any]:
-        """The settings that change the numbers (a resumed run must match them)."""
-        keys = ("dictionary", "n_atoms_per_class", "n_atoms", "class_source", "n_folds", "alphas",
-                "seed", "nnls_max_iter", "nnls_tol", "nmf_max_iter")
-        out = {k: getattr(self, k) for k in keys}
-        out["alphas"] = list(out["alphas"]) if out["alphas"] is not None else None
-        return out
-
-
-@dataclass
-class Scores:
-    """Everything :func:`score_features` computes for one set of activations."""
-
-    dictionary: "Dictionary"
-    codes: np.ndarray  # Z (n_images, k)
-    complexity: "ComplexityResult"
-    importance: np.ndarray  # Γ (k,)
-    fidelity: dict[str, Any]
-    image_class: np.ndarray  # (n_images,)
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class RunResult:
-    out_dir: Path
-    scores: Scores
-    features: "pd.DataFrame"
-    manifest: dict[str, Any]
-
-
-def _head(spec: "ModelSpec") -> Callable:
-    return spec.get(spec.head)
-
-
-class _Timer:
-    def __init__(self, timings: dict[str, float], name: str):
-        self.timings, self.name = timings, name
-
-    def __enter__(self) -> None:
-        self.start = time.perf_counter()
-
-    def __exit__(self, *exc: object) -> None:
-        self.timings[self.name] = round(time.perf_counter() - self.start, 3)
-
-
-def fit_features(A: np.ndarray, image_class: np.ndarray, n_classes: int, config: RunConfig,
-                 *, progress: bool = True) -> "Dictionary":
-    """The dictionary stage: per-class (or global) NMF on the penultimate activations."""
-    import warnings
-
-    from .features import fit_dictionary
-
-    present = np.unique(image_class)
-    if config.dictionary == "per_class" and present.size < n_classes:
-        # Common and legitimate: a probe set covering a subset of ImageNet's classes.
-        warnings.warn(
-            f"{present.size} of the model's {n_classes} classes have images; features are "
-            "extracted for those classes only", stacklevel=2,
-        )
-    return fit_dictionary(
-        np.asarray(A), image_class, method=config.dictionary,
-        n_atoms_per_class=config.n_atoms_per_class, n_atoms=config.n_atoms,
-        n_classes=n_classes, seed=config.seed, max_iter=config.nmf_max_iter,
-        skip_empty_classes=True, progress=progress,
-    )
-
-
-def encode_features(A: np.ndarray, D: np.ndarray, config: RunConfig) -> np.ndarray:
-    """The codes stage: NNLS of every penultimate vector against the whole ``D``, as float32
-    ``(n_images, k)``: the precision the run folder stores, so that a resumed run and
-    :func:`score_features` give the same numbers as a fresh run."""
-    from .features import encode
-
-    Z = encode(np.asarray(A), D, device=config.device, batch_size=4096,
-               max_iter=config.nnls_max_iter, tol=config.nnls_tol)
-    return np.asarray(Z, dtype=np.float32)
-
-
-def score_complexity(layers: dict[str, np.ndarray], Z: np.ndarray, config: RunConfig) -> "ComplexityResult":
-    """The complexity stage: ``I_V`` of every feature from every probe layer, and ``K``."""
-    from .complexity import complexity
-
-    kwargs = {} if config.alphas is None else {"alphas": config.alphas}
-    return complexity(layers, Z, n_folds=config.n_folds, seed=config.seed, device=config.device, **kwargs)
-
-
-def score_importance(Z: np.ndarray, dictionary: "Dictionary", spec: "ModelSpec", image_class: np.ndarray,
-                     config: RunConfig) -> np.ndarray:
-    """The importance stage: signed gradient x input ``Γ (k,)`` through the model's head."""
-    from .importance import importance
-
-    return importance(Z, dictionary.D, _head(spec), feature_class=dictionary.feature_class,
-                      image_class=image_class, device=config.device)
-
-
-def score_features(
-    activations: "Activations",
-    spec: "ModelSpec",
-    config: RunConfig,
-    *,
-    progress: bool = True,
-) -> Scores:
-    """Dictionary, codes, fidelity, complexity and importance for one set of activations.
-
-    Args:
-        activations: one pass over the probe images (see :mod:`feature_complexity.activations`).
-        spec: the model; its head is used for fidelity and importance.
-        config: the run's choices.
-
-    Returns:
-        :class:`Scores`; ``timings`` holds seconds per stage.
-    """
-    from .features import fidelity
-
-    timings: dict[str, float] = {}
-    image_class = activations.image_classes(config.class_source)
-    A = np.asarray(activations.penultimate)
-    with _Timer(timings, "dictionary"):
-        dictionary = fit_features(A, image_class, spec.num_classes, config, progress=progress)
-    with _Timer(timings, "codes"):
-        Z = encode_features(A, dictionary.D, config)
-    head = _head(spec)
-    with _Timer(timings, "fidelity"):
-        fid = fidelity(A, Z, dictionary.D, head, labels=np.asarray(activations.labels))
-    with _Timer(timings, "complexity"):
-        result = score_complexity(activations.layers, Z, config)
-    with _Timer(timings, "importance"):
-        gamma = score_importance(Z, dictionary, spec, image_class, config)
-    return Scores(dictionary, Z, result, gamma, fid, image_class, timings)
-
-
-def features_frame(scores: Scores, class_names: list[str] | None = None) -> "pd.DataFrame":
-    """One row per feature: feature, class, class_name, complexity, importance, abs_importance,
-    inhibitor, mean_code, iv_<layer>…"""
+# ---------------------------------------------------------------------------------- the table
+def features_frame(ctx: Context, stages: Sequence[Stage]) -> "pd.DataFrame":
+    """One row per feature: ``feature``, ``class``, ``class_name`` and the per-feature columns of
+    every stage that applied (complexity, importance, flow, clusters, …), in stage order."""
     import pandas as pd
 
-    res = scores.complexity
-    fc = np.asarray(scores.dictionary.feature_class)
-    frame = pd.DataFrame({
-        "feature": np.arange(len(res.score)),
-        "class": fc,
-        "class_name": [class_names[c] if class_names is not None and 0 <= c < len(class_names)
-                       else str(c) for c in fc],
-        "complexity": res.score,
-        "importance": scores.importance,
-        "abs_importance": np.abs(scores.importance),
-        "inhibitor": scores.importance < 0,
-        "mean_code": np.asarray(scores.codes).mean(axis=0),
-    })
-    for name, row in zip(res.layer_names, res.per_layer):
-        frame[f"iv_{name}"] = row
-    return frame
+    K = ctx["complexity"].score
+    data: dict[str, Any] = {"feature": np.arange(len(K))}
+    for stage in stages:
+        if stage.columns is not None and ctx.has(stage.name):
+            data.update(stage.columns(ctx[stage.name]))
+    names = ctx.inputs.get("class_names")
+    fc = np.asarray(data.get("class", np.full(len(K), -1)))
+    data["class_name"] = [names[c] if names is not None and 0 <= c < len(names) else str(c) for c in fc]
+    first = ["feature", "class", "class_name", "complexity"]
+    frame = pd.DataFrame(data)
+    return frame[[c for c in first if c in frame] + [c for c in frame if c not in first]]
 
 
-def _write_figures(out: Path, scores: Scores) -> None:
-    from .report import figures
-
-    res = scores.complexity
-    save_figure(out / "figures" / "complexity_hist.png", figures.complexity_histogram(res.score))
-    save_figure(out / "figures" / "decodability.png",
-                figures.decodability_curves(res.per_layer, res.score, res.layer_names))
-    save_figure(out / "figures" / "complexity_importance.png",
-                figures.complexity_vs_importance(res.score, scores.importance))
+def _features_stage(stages: Sequence[Stage]) -> Stage:
+    with_columns = tuple(s.name for s in stages if s.columns is not None and s.name not in ("complexity",))
+    return Stage("features", lambda ctx: features_frame(ctx, stages), needs=("complexity",), optional=with_columns,
+                 inputs=("classes",), save=lambda f, out: write_parquet(out / "features.parquet", f),
+                 load=_load_features, outputs=("features.parquet",))
 
 
-def _check_manifest(out: Path, config: RunConfig, model_info: dict, data_info: dict, n_images: int) -> dict:
-    path = out / "manifest.json"
-    if not path.exists():
-        return {}
-    old = read_json(path)
-    new_key = config.scoring_key()
-    diffs = [k for k in new_key if old.get("config", {}).get(k) != new_key[k]]
-    old_model = old.get("model", {})
-    for key in ("name", "weights", "checkpoint"):
-        if old_model.get(key) != jsonable(model_info.get(key)):
-            diffs.append(f"model {key}")
-    # a checkpoint retrained into the same path keeps every name above; folders written before
-    # the digest was recorded have none and are not checked
-    if "weights_digest" in old_model and old_model["weights_digest"] != model_info.get("weights_digest"):
-        diffs.append("model weights (the checkpoint's contents)")
-    if old.get("data") not in (None, jsonable(data_info)) or old.get("n_images") not in (None, n_images):
-        diffs.append("data")
-    if diffs:
-        raise ValueError(
-            f"run folder {out} was made with a different configuration (differs in: "
-            f"{', '.join(diffs)}); choose another --out, or delete the folder to start over"
-        )
-    return old
+def _load_features(out: Path) -> "pd.DataFrame":
+    import pandas as pd
+
+    return pd.read_parquet(out / "features.parquet")
+
+
+def build_stages(*, report: bool = True, extra: Sequence[Stage] = ()) -> list[Stage]:
+    """The stages of a run, in order: core scoring, analyses, ``extra`` (e.g. dynamics), the
+    feature table, and (``report``) the findings and the report."""
+    from .analyses import analysis_stages
+    from .scoring import CORE_STAGES
+
+    stages: list[Stage] = [*CORE_STAGES, *analysis_stages(), *extra]
+    stages.append(_features_stage(stages))
+    if report:
+        from .report import REPORT_STAGE
+
+        stages.append(REPORT_STAGE)
+    return stages
+
+
+# ---------------------------------------------------------------------------------- running
+@dataclass
+class RunResult:
+    """A finished run: its folder, feature table, manifest and what each stage did."""
+
+    out_dir: Path | None
+    features: "pd.DataFrame"
+    manifest: dict[str, Any]
+    status: dict[str, Any]
+    context: Context = field(repr=False)
+
+    def __getitem__(self, stage: str) -> Any:
+        """The result of a stage (``result["complexity"]`` …)."""
+        return self.context[stage]
+
+
+def fingerprints_of(spec: "ModelSpec | None", probe: Any, fit: Any = None) -> dict[str, str]:
+    """The inputs' fingerprints (:mod:`feature_complexity.fingerprints`) the stage keys digest."""
+    from .activations import weights_digest
+    from .fingerprints import dataset_fingerprint, digest_of
+
+    out = {"probe": dataset_fingerprint(probe),
+           "classes": digest_of(list(spec.class_names) if spec is not None and spec.class_names else None)}
+    if spec is not None:
+        out["model"] = digest_of([spec.name, weights_digest(spec.module)])
+    out["fit_or_probe"] = dataset_fingerprint(fit) if fit is not None else out["probe"]
+    return out
+
+
+def run_stages_of(stages: Sequence[Stage], ctx: Context, manifest: dict[str, Any],
+                  targets: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run ``stages`` (or only ``targets`` and what they need) on ``ctx`` under the run folder's
+    lock, keeping ``manifest.json``; returns the per-stage status."""
+    selected = _closure(stages, targets) if targets is not None else list(stages)
+    if ctx.out is None:
+        return run_stages(selected, ctx, manifest=manifest)
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(ctx.out) if ctx.comm.is_main else None
+    try:
+        if lock is not None:
+            lock.__enter__()
+            remove_temporary_files(ctx.out)
+        ctx.comm.barrier()
+        status = run_stages(selected, ctx, manifest=manifest)
+        manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        if ctx.comm.is_main:
+            write_json(ctx.out / "manifest.json", manifest)
+        return status
+    finally:
+        if lock is not None:
+            lock.__exit__(None, None, None)
+
+
+def _closure(stages: Sequence[Stage], targets: Sequence[str]) -> list[Stage]:
+    """``targets`` and every stage they need or optionally read, in the original order."""
+    by_name = {s.name: s for s in stages}
+    unknown = [t for t in targets if t not in by_name]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; the run's stages are: {', '.join(by_name)}")
+    wanted: set[str] = set()
+    todo = list(targets)
+    while todo:
+        name = todo.pop()
+        if name in wanted:
+            continue
+        wanted.add(name)
+        todo.extend(n for n in (*by_name[name].needs, *by_name[name].optional) if n in by_name)
+    return [s for s in stages if s.name in wanted]
 
 
 def run_analysis(
     spec: "ModelSpec",
     dataset: "Dataset",
-    out_dir: str | Path,
+    out_dir: str | Path | None,
     config: RunConfig | None = None,
     *,
+    fit_dataset: "Dataset | None" = None,
     model_info: dict[str, Any] | None = None,
     data_info: dict[str, Any] | None = None,
-    flow: bool = True,
+    extra_stages: Sequence[Stage] = (),
+    extra_inputs: dict[str, Any] | None = None,
+    extra_fingerprints: dict[str, str] | None = None,
     report: bool = True,
+    overwrite: bool = False,
+    targets: Sequence[str] | None = None,
+    comm: "Comm | None" = None,
     progress: bool = True,
 ) -> RunResult:
-    """Analyse ``spec`` on ``dataset`` and write the run folder ``out_dir``.
+    """Analyse ``spec`` on ``dataset`` into the run folder ``out_dir`` (``None``: in memory).
 
-    Stages (each skipped when its output exists from an earlier, identical run): activations,
-    dictionary, codes, fidelity, complexity, importance, the feature table, figures, then the
-    residual-flow analysis (when the model describes its branches) and the HTML report.
+    Every stage is computed once: a rerun skips what is done, resumes what was interrupted, and
+    refuses (or, with ``overwrite``, recomputes) what was made from other inputs or settings.
 
     Args:
         spec: the model description.
-        dataset: ``(image, label)`` pairs, preprocessed for the model.
-        out_dir: the run folder (created).
-        config: the run's choices; defaults follow the paper.
-        model_info, data_info: how to rebuild the model and data (recorded in the manifest,
-            used by ``feature-complexity report`` to render image evidence).
-        flow, report: run these stages too.
+        dataset: ``(image, label)`` pairs, preprocessed for the model (the probe images).
+        out_dir: the run folder (created), or ``None`` to compute in memory.
+        config: the run's choices (validated first); defaults follow the paper.
+        fit_dataset: images the dictionary is fitted on (default: the probe images).
+        model_info, data_info: how to rebuild the model and data (recorded in the manifest).
+        extra_stages, extra_inputs, extra_fingerprints: more stages (e.g. dynamics) and what they read.
+        report: also write the findings and ``report.html``.
+        overwrite: recompute stages made from other inputs or settings instead of refusing.
+        targets: run only these stages and what they need.
+        comm: the processes sharing the run (default: this process, or torchrun's).
+        progress: progress bars and one line per stage.
     """
-    from .activations import Activations, _weights_digest, extract_activations
-    from .complexity import ComplexityResult
-    from .features import Dictionary
+    from .distributed import current
 
-    config = config or RunConfig()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model_info = {"name": spec.name, **(model_info or {})}
-    model_info["weights_digest"] = _weights_digest(spec.module)
-    # data_info is how to rebuild the data (ImageSource.describe()); n_images what was analysed
-    data_info = dict(data_info or {})
-    n_images = len(dataset)  # type: ignore[arg-type]
-    previous = _check_manifest(out, config, model_info, data_info, n_images)
-    timings: dict[str, float] = dict(previous.get("timings", {}))
-    manifest: dict[str, Any] = {
+    config = (config or RunConfig()).validate()
+    comm = comm or current()
+    out = Path(out_dir) if out_dir is not None else None
+    inputs = {"spec": spec, "probe": dataset, "fit": fit_dataset, "class_names": spec.class_names,
+              **(extra_inputs or {})}
+    prints = {**fingerprints_of(spec, dataset, fit_dataset), **(extra_fingerprints or {})}
+    ctx = Context(config=config, out=out, fingerprints=prints, inputs=inputs, comm=comm, progress=progress,
+                  overwrite=overwrite, log=_log if progress else lambda msg: None)
+    manifest = _manifest(config, spec, model_info, data_info, prints, len(dataset))  # type: ignore[arg-type]
+    stages = build_stages(report=report, extra=extra_stages)
+    spec.module.eval().to(config.device)
+    status = run_stages_of(stages, ctx, manifest, targets)
+    features = ctx["features"] if ctx.has("features") and "features" in status else None
+    return RunResult(out, features, manifest, status, ctx)
+
+
+def _manifest(config: RunConfig, spec: "ModelSpec", model_info: dict[str, Any] | None,
+              data_info: dict[str, Any] | None, fingerprints: dict[str, str], n_images: int) -> dict[str, Any]:
+    return {
         "tool": "feature-complexity",
-        "config": {**dataclasses.asdict(config), **config.scoring_key()},
-        "model": {**model_info, **spec.describe()},
-        "data": data_info,
+        "command": sys.argv,
+        "config": config.to_dict(),
+        "model": {**spec.describe(), **(model_info or {})},
+        "data": dict(data_info or {}),
         "n_images": n_images,
+        "fingerprints": fingerprints,
         "versions": package_versions(),
-        "timings": timings,
-        "stages": dict(previous.get("stages", {})),
-        "started": previous.get("started", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
-    def stage_done(name: str, seconds: float | None = None) -> None:
-        if seconds is not None:
-            timings[name] = round(seconds, 3)
-        manifest["stages"][name] = "done"
-        write_json(out / "manifest.json", manifest)
 
-    write_json(out / "manifest.json", manifest)
-    # every stage that runs the model (activations, fidelity, importance, flow, report) runs it
-    # on config.device, including the ones reached when earlier stages are resumed from disk
-    spec.module.eval().to(config.device)
-    capture_branches = config.capture_branches and bool(spec.branches)
+def _log(message: str) -> None:
+    print(message, file=sys.stderr)
 
-    # --- activations (one streaming pass; resumable at batch granularity)
-    t0 = time.perf_counter()
-    # A stage is reused only if it and every stage before it are reused: once one is recomputed,
-    # the outputs after it are stale even if they exist.
-    recomputed = False
 
-    def reusable(stage: str, path: Path | None = None) -> bool:
-        return (not recomputed and manifest["stages"].get(stage) == "done"
-                and (path is None or path.exists()))
+# ---------------------------------------------------------------------------------- in memory
+@dataclass
+class Scores:
+    """The core scores of one set of activations (see :func:`score_in_memory`)."""
 
-    if reusable("activations"):
-        acts = Activations.load(out / "activations")
-    else:
-        acts = extract_activations(spec, dataset, batch_size=config.batch_size, device=config.device,
-                                   num_workers=config.num_workers, capture_branches=capture_branches,
-                                   store=out / "activations", progress=progress)
-        stage_done("activations", time.perf_counter() - t0)
-        recomputed = True
+    dictionary: "Dictionary"
+    codes: np.ndarray
+    complexity: "ComplexityResult"
+    importance: np.ndarray | None
+    fidelity: dict[str, Any] | None
+    image_class: np.ndarray
+    timings: dict[str, float] = field(default_factory=dict)
 
-    image_class = acts.image_classes(config.class_source)
-    A = np.asarray(acts.penultimate)
-    head = _head(spec)
 
-    # --- dictionary
-    dict_path = out / "dictionary.npz"
-    if reusable("dictionary", dict_path):
-        dictionary = Dictionary.load(dict_path)
-    else:
-        t0 = time.perf_counter()
-        dictionary = fit_features(A, image_class, spec.num_classes, config, progress=progress)
-        dictionary.save(dict_path)
-        stage_done("dictionary", time.perf_counter() - t0)
-        recomputed = True
+def score_in_memory(activations: "Activations", spec: "ModelSpec", config: RunConfig, *,
+                    progress: bool = False) -> Scores:
+    """Dictionary, codes, fidelity, complexity and importance of activations already in memory:
+    the core stages on the same loop, without a run folder."""
+    from .scoring import CORE_STAGES, image_classes
 
-    # --- codes
-    codes_path = out / "codes.npy"
-    if reusable("codes", codes_path):
-        Z = np.load(codes_path)
-    else:
-        t0 = time.perf_counter()
-        Z = encode_features(A, dictionary.D, config)
-        save_npy(codes_path, Z)
-        stage_done("codes", time.perf_counter() - t0)
-        recomputed = True
-
-    # --- fidelity
-    from .features import fidelity
-
-    t0 = time.perf_counter()
-    fid = fidelity(A, Z, dictionary.D, head, labels=np.asarray(acts.labels))
-    write_json(out / "fidelity.json", fid)
-    stage_done("fidelity", time.perf_counter() - t0)
-
-    # --- complexity
-    cx_path = out / "complexity.npz"
-    if reusable("complexity", cx_path):
-        with np.load(cx_path) as f:
-            result = ComplexityResult(score=f["score"], per_layer=f["per_layer"],
-                                      layer_names=[str(s) for s in f["layer_names"]], alpha=f["alpha"],
-                                      n_images=int(f["n_images"]), n_folds=int(f["n_folds"]))
-    else:
-        t0 = time.perf_counter()
-        result = score_complexity(acts.layers, Z, config)
-        save_npz(cx_path, score=result.score, per_layer=result.per_layer,
-                 layer_names=np.array(result.layer_names), alpha=result.alpha,
-                 n_images=result.n_images, n_folds=result.n_folds)
-        stage_done("complexity", time.perf_counter() - t0)
-
-    # --- importance (cheap: recomputed on every run)
-    t0 = time.perf_counter()
-    gamma = score_importance(Z, dictionary, spec, image_class, config)
-    save_npy(out / "importance.npy", gamma)
-    stage_done("importance", time.perf_counter() - t0)
-
-    scores = Scores(dictionary, Z, result, gamma, fid, image_class)
-    frame = features_frame(scores, spec.class_names)
-    run_flow_stage = flow and capture_branches
-    flow_reused = run_flow_stage and reusable("flow", out / "flow.json")
-    if flow_reused and (out / "flow_features.parquet").exists():
-        # the finished flow analysis's per-feature columns, which it added to features.parquet
-        import pandas as pd
-
-        flow_cols = pd.read_parquet(out / "flow_features.parquet").drop(columns="complexity", errors="ignore")
-        frame = frame.merge(flow_cols, on="feature", how="left")
-    write_parquet(out / "features.parquet", frame)
-    if not reusable("figures"):
-        t0 = time.perf_counter()
-        _write_figures(out, scores)
-        stage_done("figures", time.perf_counter() - t0)
-
-    if run_flow_stage and not flow_reused:
-        from .analyses.flow import run_flow
-
-        t0 = time.perf_counter()
-        run_flow(out, progress=progress)
-        stage_done("flow", time.perf_counter() - t0)
-
-    manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    write_json(out / "manifest.json", manifest)
-    if report:
-        from .report.html import build_report
-
-        t0 = time.perf_counter()
-        build_report(out, spec=spec, dataset=dataset, device=config.device, progress=progress)
-        stage_done("report", time.perf_counter() - t0)
-    return RunResult(out, scores, frame, manifest)
+    ctx = Context(config=config.validate(), inputs={"spec": spec}, progress=progress,
+                  fingerprints={"model": "", "probe": ""}, results={"activations": activations})
+    stages = [s for s in CORE_STAGES if s.name != "activations"]
+    placeholder = Stage("activations", lambda c: activations)
+    status = run_stages([placeholder, *stages], ctx)
+    timings = {k: v["seconds"] for k, v in status.items() if k != "activations"}
+    return Scores(ctx["dictionary"], ctx["codes"], ctx["complexity"], ctx.get("importance"),
+                  ctx.get("fidelity"), image_classes(ctx), timings)

@@ -154,19 +154,22 @@ class Context:
         """Whether stage ``name`` applies in this run."""
         return name in self.keys
 
-    def workdir(self, name: str) -> Path | None:
-        """A scratch folder for stage ``name``'s partial work, tagged with its key: reused by a
-        resumed run of the same stage, wiped when the key changed. ``None`` in memory."""
+    def workdir(self, name: str, folder: Path | None = None) -> Path | None:
+        """A folder for stage ``name``'s partial work (default ``.work/<name>``), tagged with the
+        stage's key: a resumed run of the same stage finds it as it was left; a different key
+        (other inputs or settings) wipes it first. ``None`` in memory."""
         if self.out is None:
             return None
         import shutil
 
-        folder = self.out / _WORK_DIR / _file_name(name)
-        tag = folder / "key"
-        if folder.exists() and (not tag.exists() or tag.read_text() != self.keys[name]):
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        tag.write_text(self.keys[name])
+        folder = folder if folder is not None else self.out / _WORK_DIR / _file_name(name)
+        tag = folder / ".key"
+        if self.comm.is_main:
+            if folder.exists() and (not tag.exists() or tag.read_text() != self.keys[name]):
+                shutil.rmtree(folder)
+            folder.mkdir(parents=True, exist_ok=True)
+            tag.write_text(self.keys[name])
+        self.comm.barrier()
         return folder
 
 
@@ -302,6 +305,9 @@ def run_stages(stages: Sequence[Stage], ctx: Context, *, manifest: dict[str, Any
     """
     keys, materials = stage_keys(stages, ctx)
     plan = _plan(stages, ctx, keys, materials)
+    reused = [name for name, reuse in plan if reuse]
+    if reused and ctx.comm.is_main:
+        ctx.log(f"reusing {len(reused)} finished stage(s) of {ctx.out}: {', '.join(reused)}")
     by_name = {s.name: s for s in stages}
     status: dict[str, dict[str, Any]] = {}
     manifest = manifest if manifest is not None else {}
@@ -313,6 +319,8 @@ def run_stages(stages: Sequence[Stage], ctx: Context, *, manifest: dict[str, Any
             status[name] = {"status": "reused", "seconds": (record or {}).get("seconds")}
             continue
         status[name] = _compute(stage, ctx, materials[name])
+        if ctx.comm.is_main:
+            ctx.log(f"[{name}] done in {status[name]['seconds']:.1f} s")
         if ctx.out is not None and ctx.comm.is_main:
             write_json(ctx.out / "manifest.json", manifest)
     return status

@@ -1,1 +1,29 @@
-"""Analyses built on the pipeline's outputs: dynamics (when), flow (where), meta-features (what)."""
+"""Analyses over a run's results, each a :class:`~feature_complexity.stages.Stage`.
+
+An analysis is a module with plain functions over arrays (returning a dataclass) and a
+``STAGE`` that says what it needs, how it is saved, its report section, its figures and its
+per-feature columns. Adding one is one module plus one entry in :data:`ANALYSIS_MODULES`; the
+run's stage loop, the feature table and the report pick it up from there. No analysis reads or
+rewrites another's files.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..stages import Stage
+
+__all__ = ["ANALYSIS_MODULES", "analysis_stages"]
+
+#: the analysis modules of a run, in the order they run
+ANALYSIS_MODULES: tuple[str, ...] = (
+    "flow",
+    "metafeatures",
+)
+
+
+def analysis_stages() -> list["Stage"]:
+    """The ``STAGE`` of every module in :data:`ANALYSIS_MODULES`."""
+    return [importlib.import_module(f"{__name__}.{name}").STAGE for name in ANALYSIS_MODULES]

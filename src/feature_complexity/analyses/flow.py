@@ -62,7 +62,7 @@ __all__ = [
     "flow_summary",
     "complexity_groups",
     "plot_flow",
-    "run_flow",
+    "STAGE",
 ]
 
 _MEASURES = ("cka", "iv", "both")
@@ -341,7 +341,7 @@ def complexity_groups(complexity: np.ndarray) -> dict[str, np.ndarray]:
 
     Ties are broken by feature order (stable sort) so the split is deterministic.
     """
-    from ..report.figures import complexity_thirds  # the split the core report's figures use
+    from ..figures import complexity_thirds  # the split the core report's figures use
 
     K = np.asarray(complexity, dtype=np.float64)
     if K.ndim != 1:
@@ -482,147 +482,56 @@ def plot_flow(
     return fig
 
 
-# ---------------------------------------------------------------------- run folder
-def _load_complexity(run_dir: Path, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """``K`` (k,) and feature ids (k,) from complexity.npz, else features.parquet."""
-    ids = np.arange(k)
-    feats = run_dir / "features.parquet"
-    frame = None
-    if feats.exists():
-        import pandas as pd
-
-        frame = pd.read_parquet(feats)
-        if "feature" in frame.columns and len(frame) == k:
-            ids = frame["feature"].to_numpy()
-    cx = run_dir / "complexity.npz"
-    if cx.exists():
-        with np.load(cx) as f:
-            K = np.asarray(f["score"], dtype=np.float64)
-    elif frame is not None and "complexity" in frame.columns:
-        K = frame["complexity"].to_numpy(dtype=np.float64)
-    else:
-        raise FileNotFoundError(
-            f"{run_dir} has neither complexity.npz nor a features.parquet with a 'complexity' "
-            "column; run `feature-complexity run` to completion first"
-        )
-    if K.shape != (k,):
-        raise ValueError(
-            f"{run_dir}: complexity has {K.shape[0]} features but codes.npy has {k}; the run "
-            "folder is inconsistent, rerun `feature-complexity run` into a fresh folder"
-        )
-    return K, ids
+# ---------------------------------------------------------------------- the stage
+def _compute(ctx: Any) -> FlowResult:
+    cfg, acts = ctx.config, ctx["activations"]
+    return flow_scores(acts.layers, acts.skip, acts.main, ctx["codes"], measure="both", n_folds=cfg.n_folds,
+                       seed=cfg.seed, threshold=cfg.teleport_threshold, alphas=cfg.alphas, device=cfg.device,
+                       progress=ctx.progress)
 
 
-def run_flow(
-    run_dir: str | Path,
-    *,
-    measure: str = "both",
-    threshold: float = 0.9,
-    debiased: bool = False,
-    n_folds: int | None = None,
-    seed: int | None = None,
-    device: str | None = None,
-    eps: float = DEFAULT_EPS,
-    progress: bool = False,
-) -> FlowResult:
-    """Flow analysis of a finished run folder; writes its outputs there, atomically.
+def _save(result: FlowResult, out: Path) -> None:
+    from ..io import save_dataclass, write_json, write_parquet
 
-    Reads ``activations/`` (block outputs and the ``skip__``/``main__`` branch arrays),
-    ``codes.npy`` and ``complexity.npz`` (or ``features.parquet``); ``n_folds``, ``seed``,
-    ``alphas`` and ``device`` default to the run's ``manifest.json`` config so that ``iv_out``
-    repeats the complexity stage's numbers. Writes:
+    save_dataclass(out / "flow.npz", result)
+    write_parquet(out / "flow.parquet", flow_table(result))
+    K = np.load(out / "complexity.npz")["score"]
+    write_json(out / "flow.json", flow_summary(result, K))
 
-    - ``flow.parquet``: :func:`flow_table`;
-    - ``flow_features.parquet``: ``feature, complexity, teleport_depth, skip_share`` (when ``I_V``
-      is measured);
-    - ``flow.json``: :func:`flow_summary` plus config and package versions;
-    - ``figures/flow.png``: :func:`plot_flow`;
-    - ``teleport_depth`` and ``skip_share`` columns added to ``features.parquet`` (when it exists).
 
-    Args:
-        run_dir: the run folder.
-        measure, threshold, debiased, eps: see :func:`flow_scores`.
-        n_folds, seed, device: ``None`` takes the run's manifest value (5, 0, ``"cpu"`` without one).
-        progress: progress bars.
+def _load(out: Path) -> FlowResult:
+    from ..io import load_dataclass
 
-    Returns:
-        the :class:`FlowResult` whose tables were written.
+    return load_dataclass(out / "flow.npz", FlowResult)
 
-    Raises:
-        FileNotFoundError: a missing input, with the command that makes it.
-        ValueError: activations recorded without branch capture.
-    """
-    from ..activations import Activations
-    from ..io import package_versions, read_json, save_figure, write_json, write_parquet
 
-    _check_measure(measure)
-    _check_threshold(threshold)
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder {run_dir} does not exist; make it with `feature-complexity run`")
-    codes_path = run_dir / "codes.npy"
-    if not codes_path.exists():
-        raise FileNotFoundError(
-            f"{codes_path} is missing; run `feature-complexity run` (into {run_dir}) to completion first"
-        )
-    try:
-        acts = Activations.load(run_dir / "activations", mmap=True)
-    except FileNotFoundError as err:
-        raise FileNotFoundError(
-            f"{run_dir / 'activations'} holds no finished activation pass ({err}); run "
-            "`feature-complexity run` first"
-        ) from err
-    if not acts.skip or not acts.main:
-        raise ValueError(
-            f"the activations in {run_dir} were recorded without the skip/main branches; rerun "
-            "`feature-complexity run` with branch capture (on a model whose ModelSpec.branches "
-            "describes its residual blocks) into a fresh folder"
-        )
-    Z = np.load(codes_path, mmap_mode="r")
-    K, ids = _load_complexity(run_dir, Z.shape[1])
+def _columns(result: FlowResult) -> dict[str, np.ndarray]:
+    if result.teleport_depth is None:
+        return {}
+    return {"teleport_depth": result.teleport_depth, "skip_share": result.skip_share}
 
-    manifest_cfg: dict[str, Any] = {}
-    if (run_dir / "manifest.json").exists():
-        manifest_cfg = dict(read_json(run_dir / "manifest.json").get("config", {}) or {})
-    n_folds = int(n_folds if n_folds is not None else manifest_cfg.get("n_folds", 5))
-    seed = int(seed if seed is not None else manifest_cfg.get("seed", 0))
-    device = str(device if device is not None else manifest_cfg.get("device", "cpu"))
-    alphas = manifest_cfg.get("alphas")
 
-    result = flow_scores(acts.layers, acts.skip, acts.main, Z, measure=measure, debiased=debiased,
-                         n_folds=n_folds, seed=seed, threshold=threshold, eps=eps, alphas=alphas,
-                         device=device, features=ids, progress=progress)
+def _figures(result: FlowResult, ctx: Any) -> dict[str, Any]:
+    from ..stages import FigureSpec
 
-    import pandas as pd
+    return {"flow": FigureSpec(
+        plot_flow(result, ctx["complexity"].score), "Where features flow",
+        "Mean linear CKA (top) and held-out I_V (bottom) of each block's skip branch, main (residual) branch "
+        "and output with the simplest and the most complex third of the features. The paper finds that simple "
+        "features ride the skips from early blocks on, while complex ones are built by the residual branches.")}
 
-    write_parquet(run_dir / "flow.parquet", flow_table(result))
-    summary = flow_summary(result, K)
-    summary["versions"] = package_versions()
-    summary["config"] = {"measure": measure, "threshold": threshold, "debiased": debiased,
-                         "n_folds": n_folds, "seed": seed, "device": device, "eps": eps,
-                         "alphas": alphas}
-    write_json(run_dir / "flow.json", summary)
-    if result.teleport_depth is not None:
-        per_feature = pd.DataFrame({"feature": ids, "complexity": K,
-                                    "teleport_depth": result.teleport_depth,
-                                    "skip_share": result.skip_share})
-        write_parquet(run_dir / "flow_features.parquet", per_feature)
-        feats_path = run_dir / "features.parquet"
-        if feats_path.exists():
-            frame = pd.read_parquet(feats_path)
-            key = frame["feature"] if "feature" in frame.columns else pd.Series(np.arange(len(frame)))
-            for col in ("teleport_depth", "skip_share"):
-                frame[col] = key.map(dict(zip(ids.tolist(), per_feature[col].tolist()))).to_numpy()
-            write_parquet(feats_path, frame)
-    else:
-        # CKA only: no per-feature I_V summary; drop one left by an earlier run so that nothing
-        # in the folder contradicts flow.json
-        (run_dir / "flow_features.parquet").unlink(missing_ok=True)
-        feats_path = run_dir / "features.parquet"
-        if feats_path.exists():
-            frame = pd.read_parquet(feats_path)
-            stale = [c for c in ("teleport_depth", "skip_share") if c in frame.columns]
-            if stale:
-                write_parquet(feats_path, frame.drop(columns=stale))
-    save_figure(run_dir / "figures" / "flow.png", plot_flow(result, K))
-    return result
+
+def _applies(ctx: Any) -> bool:
+    spec = ctx.inputs.get("spec")
+    return bool(ctx.config.capture_branches and (spec is None or spec.branches))
+
+
+def _stage() -> Any:
+    from ..stages import Stage
+
+    return Stage("flow", _compute, needs=("activations", "codes", "complexity"),
+                 settings=("n_folds", "seed", "alphas", "teleport_threshold"), applies=_applies, save=_save,
+                 load=_load, outputs=("flow.npz",), section="where", figures=_figures, columns=_columns)
+
+
+STAGE = _stage()

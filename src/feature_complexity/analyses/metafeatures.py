@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 import numpy as np
 
 if TYPE_CHECKING:  # heavy imports stay lazy
+    from pathlib import Path
+
     import pandas as pd
     from matplotlib.figure import Figure
 
@@ -280,3 +282,69 @@ def cluster_gallery_figure(
     fig.suptitle("meta-features from simplest (top) to most complex (bottom)", fontsize=9)
     fig.subplots_adjust(left=0.12, wspace=0.05, hspace=0.08)
     return fig
+
+
+# ---------------------------------------------------------------------------------- the stage
+def _compute(ctx: Any) -> MetaFeatures:
+    d = ctx["dictionary"]
+    K = ctx["complexity"].score
+    gamma = ctx.get("importance")
+    gamma = np.zeros_like(K) if gamma is None else np.asarray(gamma)
+    return metafeatures(d.D, K, gamma, seed=ctx.config.seed)
+
+
+def _save(mf: MetaFeatures, out: Path) -> None:
+    import pandas as pd
+
+    from ..io import write_json, write_parquet
+
+    write_parquet(out / "metafeatures.parquet", pd.DataFrame({
+        "feature": np.arange(len(mf.cluster)), "cluster": mf.cluster,
+        "embed_x": mf.embedding[:, 0], "embed_y": mf.embedding[:, 1]}))
+    write_json(out / "metafeatures.json", {"embed_method": mf.embed_method,
+                                           "clusters": mf.cluster_table.to_dict(orient="records")})
+
+
+def _load(out: Path) -> MetaFeatures:
+    import pandas as pd
+
+    from ..io import read_json
+
+    frame = pd.read_parquet(out / "metafeatures.parquet")
+    info = read_json(out / "metafeatures.json")
+    return MetaFeatures(embedding=frame[["embed_x", "embed_y"]].to_numpy(), cluster=frame["cluster"].to_numpy(),
+                        cluster_table=pd.DataFrame(info["clusters"]), embed_method=info["embed_method"])
+
+
+def _figures(mf: MetaFeatures, ctx: Any) -> dict[str, Any]:
+    from ..stages import FigureSpec
+
+    K = ctx["complexity"].score
+    gamma = ctx.get("importance")
+    gamma = np.zeros_like(K) if gamma is None else np.asarray(gamma)
+    method = mf.embed_method.upper()
+    return {
+        "metafeatures_embedding": FigureSpec(
+            embedding_figure(mf, K, gamma), f"Meta-features: the dictionary in 2-D ({method})",
+            f"Every point is an atom of D (L2-normalised), placed by {method}; colour: complexity K (left) and "
+            "signed importance Γ (right). The paper finds complexity organised in regions of this map."),
+        "metafeatures_clusters": FigureSpec(
+            cluster_complexity_figure(mf), "Mean complexity of each meta-feature",
+            "K-means clusters of the atoms (meta-features), sorted by their mean complexity: from colour and "
+            "texture detectors (simple) to object parts (complex) in the paper."),
+    }
+
+
+def _columns(mf: MetaFeatures) -> dict[str, np.ndarray]:
+    return {"cluster": mf.cluster, "embed_x": mf.embedding[:, 0], "embed_y": mf.embedding[:, 1]}
+
+
+def _stage() -> Any:
+    from ..stages import Stage
+
+    return Stage("metafeatures", _compute, needs=("dictionary", "complexity"), optional=("importance",),
+                 settings=("seed",), save=_save, load=_load, outputs=("metafeatures.parquet",), section="what",
+                 figures=_figures, columns=_columns)
+
+
+STAGE = _stage()

@@ -3,110 +3,107 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+from typing import Any
 
-from ._common import add_data_arguments, add_execution_arguments, apply_threads, open_data
+from ._common import (
+    Formatter,
+    add_analysis_arguments,
+    add_data_arguments,
+    add_execution_arguments,
+    add_model_arguments,
+    apply_threads,
+    build_spec,
+    check_class_sizes,
+    check_device,
+    check_out_dir,
+    config_from_args,
+    open_data,
+    plural,
+    warn,
+)
 
-__all__ = ["register", "add_analysis_arguments", "config_from_args"]
-
-
-def add_analysis_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by every command that scores features (run, demo)."""
-    g = parser.add_argument_group("features and scores")
-    g.add_argument("--dictionary", choices=["per_class", "global"], default="per_class",
-                   help="per-class NMF stacked (paper, default) or one global NMF")
-    g.add_argument("--atoms-per-class", type=int, default=10, help="atoms per class (paper: 10)")
-    g.add_argument("--n-atoms", type=int, default=None, help="atoms of the global dictionary")
-    g.add_argument("--class-source", choices=["auto", "label", "prediction"], default="auto",
-                   help="which images stand for a class: labels, predictions, or labels where known")
-    g.add_argument("--folds", type=int, default=5, help="folds of the held-out V-information estimate")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--no-flow", action="store_true", help="skip the residual-flow analysis")
-    g.add_argument("--no-report", action="store_true", help="skip report.html")
-
-
-def config_from_args(args: argparse.Namespace):
-    from feature_complexity.pipeline import RunConfig
-
-    return RunConfig(
-        dictionary=args.dictionary, n_atoms_per_class=args.atoms_per_class, n_atoms=args.n_atoms,
-        class_source=args.class_source, n_folds=args.folds, seed=args.seed,
-        batch_size=args.batch_size, device=args.device, num_workers=args.workers,
-    )
+__all__ = ["register", "prepare_data", "print_summary"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "run", help="analyse a model on images: features, complexity, importance, flow, report",
-        description="Analyse a trained model on a set of images and write a run folder "
-        "(features.parquet, manifest.json, figures/, report.html).",
-    )
-    p.add_argument("--model", required=True,
-                   help="resnet18/34/50/101/152, wide_resnet50_2, resnext50_32x4d, cifar-resnet20…110, small-resnet")
-    p.add_argument("--weights", default=None, help="torchvision weight name, e.g. IMAGENET1K_V2")
-    p.add_argument("--checkpoint", default=None, help="a local checkpoint (state_dict or {'state_dict': …})")
-    p.add_argument("--num-classes", type=int, default=None, help="classes of the checkpoint's head")
+        "run", help="analyse a model on images: features, complexity, importance, flow, findings, report",
+        description="Analyse a trained model on a set of images and write a run folder (features.parquet, "
+        "manifest.json, findings.json, figures/, report.html). Rerunning the same command resumes an "
+        "interrupted run; a folder made from other inputs or settings is refused unless --overwrite.",
+        formatter_class=Formatter)
+    add_model_arguments(p)
     p.add_argument("--out", required=True, help="the run folder")
-    add_data_arguments(p, generated_seed=1, generated_default=5000)
-    p.add_argument("--train-split", action="store_true", help="use the training split of cifar10/100")
+    add_data_arguments(p, default_limit=5000)
+    f = p.add_argument_group("dictionary fit set")
+    f.add_argument("--fit-data", default=None, help="images the dictionary is fitted on (default: --data), "
+                   "e.g. ImageNet's training set")
+    f.add_argument("--fit-per-class", type=int, default=None, help="at most this many fit images per class")
+    f.add_argument("--fit-samples", choices=["pooled", "spatial", "crops"], default="pooled",
+                   help="one pooled vector per image, every position of the penultimate map, or CRAFT crops")
     add_analysis_arguments(p)
-    add_execution_arguments(p, batch_size=256)
+    add_execution_arguments(p)
     p.set_defaults(func=_run)
 
 
+def prepare_data(args: argparse.Namespace, spec: Any, config: Any) -> Any:
+    """The probe images, with labels dropped (and said so) when their classes are not the model's."""
+    source = open_data(args, spec)
+    if spec.num_classes is not None and len(source.classes) != spec.num_classes:
+        # folder indices are not the model's class indices (10 ImageNet class folders for a
+        # 1000-class model): as labels they would give wrong accuracies and importances
+        if config.class_source == "label":
+            raise ValueError(f"--class-source label needs data whose classes are the model's: the data has "
+                             f"{plural(len(source.classes), 'class')}, the model {spec.num_classes}; use "
+                             "--class-source prediction (or auto)")
+        warn(f"the data has {plural(len(source.classes), 'class')}, the model {spec.num_classes}: labels are "
+             "ignored and images are grouped by the model's predictions")
+        return source.without_labels()
+    if spec.class_names is None:
+        spec.class_names = list(source.classes)
+    return source
+
+
 def _run(args: argparse.Namespace) -> int:
-    from feature_complexity.models.registry import build_model
     from feature_complexity.pipeline import run_analysis
 
     apply_threads(args)
-    spec = build_model(args.model, weights=args.weights, checkpoint=args.checkpoint,
-                       num_classes=args.num_classes)
-    source = open_data(args, spec, train=args.train_split, generated_default=5000)
+    args.extra_config = {"fit_samples": args.fit_samples, "fit_per_class": args.fit_per_class}
     config = config_from_args(args)
-    dataset = source
-    if len(source.classes) != spec.num_classes:
-        # Folder indices are not the model's class indices (e.g. 10 ImageNet class folders for a
-        # 1000-class model): using them as labels would give wrong accuracies and importances.
-        print(f"warning: the data has {len(source.classes)} classes, the model {spec.num_classes}; "
-              "labels are ignored and images are grouped by the model's predictions", file=sys.stderr)
-        dataset = _Unlabelled(source)
-        if config.class_source == "label":
-            raise ValueError("--class-source label needs data whose classes are the model's classes; "
-                             "use --class-source prediction")
-    elif spec.class_names is None:
-        spec.class_names = list(source.classes)
-    model_info = {"name": args.model, "weights": args.weights,
-                  "checkpoint": str(Path(args.checkpoint).resolve()) if args.checkpoint else None,
-                  "num_classes": args.num_classes}
-    result = run_analysis(spec, dataset, args.out, config, model_info=model_info,
-                          data_info=source.describe(), flow=not args.no_flow,
-                          report=not args.no_report, progress=not args.quiet)
-    _print_summary(result)
+    check_device(config.device)
+    out = check_out_dir(args.out)
+    spec = build_spec(args)
+    source = prepare_data(args, spec, config)
+    check_class_sizes(source.labels, config.n_atoms_per_class, config.class_source)
+    fit = None if args.fit_data is None else open_data(args, spec, data=args.fit_data, limit=None, train=True)
+    model_info = {"name": args.model, "weights": args.weights, "num_classes": args.num_classes,
+                  "checkpoint": str(Path(args.checkpoint).resolve()) if args.checkpoint else None}
+    result = run_analysis(spec, source, out, config, fit_dataset=fit, model_info=model_info,
+                          data_info=source.describe(), report=not args.no_report, overwrite=args.overwrite,
+                          progress=not args.quiet)
+    print_summary(result)
     return 0
 
 
-class _Unlabelled:
-    """The images of a source with every label replaced by -1 (unknown)."""
-
-    def __init__(self, source):
-        self.source = source
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def __getitem__(self, i: int):
-        return self.source[i][0], -1
-
-
-def _print_summary(result) -> None:
+def print_summary(result: Any) -> None:
+    """The run in a few lines: features, K, the model's own accuracy beside what the dictionary
+    keeps, and which stages ran now (with their times) or were reused."""
     frame = result.features
-    fid = result.scores.fidelity
     print(f"\nrun folder: {result.out_dir}")
-    print(f"features: {len(frame)}  complexity K: median {frame['complexity'].median():.3f} "
-          f"[{frame['complexity'].min():.3f}, {frame['complexity'].max():.3f}]")
-    keys = [k for k in ("relative_error", "accuracy_kept", "agreement") if k in fid]
-    if keys:
-        print("fidelity: " + ", ".join(f"{k} {fid[k]:.4f}" for k in keys))
-    timings = result.manifest.get("timings", {})
-    print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    if frame is not None:
+        K = frame["complexity"]
+        print(f"features: {len(frame)}  complexity K: median {K.median():.3f} [{K.min():.3f}, {K.max():.3f}]")
+    fid = result.context.get("fidelity")
+    if fid:
+        acc, kept = fid.get("accuracy_original"), fid.get("accuracy_kept")
+        model_acc = "unknown (no labels)" if acc is None else f"{acc:.4f}"
+        kept_txt = "" if kept is None else f", accuracy kept by Z @ D {kept:.4f}"
+        print(f"model accuracy {model_acc}{kept_txt}, agreement {fid['agreement']:.4f}, "
+              f"relative error {fid['relative_error']:.4f}")
+    computed = {k: v["seconds"] for k, v in result.status.items() if v["status"] == "computed"}
+    reused = [k for k, v in result.status.items() if v["status"] == "reused"]
+    if computed:
+        print("computed now (s): " + ", ".join(f"{k} {v:.1f}" for k, v in computed.items()))
+    if reused:
+        print("reused from an earlier run: " + ", ".join(reused))

@@ -145,6 +145,12 @@ class ArrayStore:
     def load(self, i: int) -> np.ndarray:
         return self.images[i]
 
+    def fingerprint(self) -> str:
+        """Hash of every pixel."""
+        from ..fingerprints import array_fingerprint
+
+        return array_fingerprint(self.images)
+
 
 class FileStore:
     """Images read from files on demand, as RGB ``PIL.Image``."""
@@ -154,6 +160,13 @@ class FileStore:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def fingerprint(self) -> str:
+        """Paths, sizes and times of every file, content hashes of a sample."""
+        from ..fingerprints import files_fingerprint
+
+        root = os.path.commonpath(self.paths) if self.paths else None
+        return files_fingerprint(self.paths, root)
 
     def load(self, i: int) -> "Image.Image":
         from PIL import Image
@@ -271,9 +284,18 @@ class ImageSource:
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
             raise ValueError(f"subset indices must lie in [0, {len(self)}), got [{idx.min()}, {idx.max()}]")
         out = copy.copy(self)
+        out._fingerprint = None  # other images or preprocessing: another fingerprint
         out._indices = self._indices[idx]
         out.labels = self.labels[idx]
         out.factors = None if self.factors is None else self.factors.iloc[idx].reset_index(drop=True)
+        return out
+
+    def without_labels(self) -> "ImageSource":
+        """The same images with every label unknown (``-1``): for data whose classes are not the
+        model's (their folder indices would be wrong class ids); images and ``raw_image`` stay."""
+        out = copy.copy(self)
+        out._fingerprint = None
+        out.labels = np.full(len(self), -1, dtype=np.int64)
         return out
 
     def limit(self, n_images: int, *, balanced: bool = True, seed: int = 0) -> "ImageSource":
@@ -292,10 +314,23 @@ class ImageSource:
     ) -> "ImageSource":
         """The same images read with another model's preprocessing."""
         out = copy.copy(self)
+        out._fingerprint = None  # other images or preprocessing: another fingerprint
         out.preprocessing = Preprocessing(input_size, tuple(mean), tuple(std))
         return out
 
     # ------------------------------------------------------------ description
+    def fingerprint(self) -> str:
+        """What the images are (see :mod:`feature_complexity.fingerprints`): the stored images,
+        the subset, the labels and the preprocessing. Cached: the files are read once."""
+        cached = getattr(self, "_fingerprint", None)
+        if cached is None:
+            from ..fingerprints import array_fingerprint, digest_of
+
+            cached = digest_of([self._store.fingerprint(), array_fingerprint(self._indices, self.labels),
+                                self.input_size, list(self.mean), list(self.std)])
+            self._fingerprint = cached
+        return cached
+
     def describe(self) -> dict[str, Any]:
         """JSON-able description, enough for :func:`load_source` to rebuild this source:
         ``kind`` and its parameters, ``name``, ``n_classes``, the preprocessing, and, for a

@@ -61,6 +61,7 @@ def fidelity(
     labels: np.ndarray | None = None,
     batch_size: int = 4096,
     device: str | torch.device | None = None,
+    decode: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, float | int | None]:
     """Fidelity report of a dictionary and its codes.
 
@@ -73,6 +74,7 @@ def fidelity(
         labels: ``(n_images,)`` true classes, ``-1`` for unknown (ignored in the accuracies).
         batch_size: images per forward pass of the head.
         device: where to run the head; default: the head's own device (CPU for a callable).
+        decode: the dictionary's decoder (``Dictionary.decode``, numpy); default ``Z @ D``.
 
     Returns:
         JSON-able dict:
@@ -102,7 +104,7 @@ def fidelity(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
-    R = A - Z @ D
+    R = A - (Z @ D if decode is None else np.asarray(decode(Z), dtype=np.float64))
     norm_a = np.linalg.norm(A, axis=1)
     norm_r = np.linalg.norm(R, axis=1)
     total = float(np.sqrt(np.sum(norm_a**2)))

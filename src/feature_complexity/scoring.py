@@ -1,0 +1,240 @@
+"""The core stages of a run: activations -> dictionary -> codes -> fidelity, complexity, importance.
+
+Each is a :class:`~feature_complexity.stages.Stage` (what it needs, the settings that change it,
+how it is saved); :mod:`feature_complexity.pipeline` puts them in order with the analyses. The
+compute functions read ``ctx.inputs["spec"]`` (the :class:`ModelSpec`), ``ctx.inputs["probe"]``
+(the probe images) and earlier results; they never read the command line or the report.
+
+Notation: ``A`` penultimate activations ``(n_images, d)``, ``D`` dictionary ``(k, d)``, ``Z`` codes
+``(n_images, k)``, ``K`` complexity ``(k,)``, ``Γ`` importance ``(k,)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .io import load_dataclass, read_json, save_dataclass, save_npy, write_json
+from .stages import Context, FigureSpec, Stage
+
+if TYPE_CHECKING:
+    from .complexity import ComplexityResult
+    from .features.base import Dictionary
+
+__all__ = ["CORE_STAGES", "has_head", "image_classes", "head_of"]
+
+
+# ---------------------------------------------------------------------------------- helpers
+def has_head(ctx: Context) -> bool:
+    """Whether the model has a classification head (importance and fidelity need one)."""
+    spec = ctx.inputs.get("spec")
+    return spec is None or spec.head is not None
+
+
+def head_of(ctx: Context) -> Any:
+    spec = ctx.inputs["spec"]
+    return spec.get(spec.head)
+
+
+def image_classes(ctx: Context) -> np.ndarray:
+    """The class each probe image stands for (``config.class_source``), ``(n_images,)``."""
+    return ctx["activations"].image_classes(ctx.config.class_source)
+
+
+def _my_rows(n: int, ctx: Context) -> np.ndarray:
+    """This process's share of ``n`` images: contiguous chunks of 1024, dealt round-robin."""
+    chunks = np.arange(0, n, 1024)
+    mine = chunks[ctx.comm.rank::ctx.comm.world]
+    return np.concatenate([np.arange(s, min(s + 1024, n)) for s in mine]) if mine.size else np.zeros(0, int)
+
+
+# ---------------------------------------------------------------------------------- activations
+def _activations(ctx: Context) -> Any:
+    from .activations import extract_activations
+
+    cfg, spec = ctx.config, ctx.inputs["spec"]
+    store = None if ctx.out is None else ctx.workdir("activations", ctx.out / "activations")
+    return extract_activations(spec, ctx.inputs["probe"], batch_size=cfg.batch_size, device=cfg.device,
+                               num_workers=cfg.num_workers, capture_branches=_branches(ctx), store=store,
+                               comm=ctx.comm, progress=ctx.progress)
+
+
+def _branches(ctx: Context) -> bool:
+    spec = ctx.inputs.get("spec")
+    return bool(ctx.config.capture_branches and spec is not None and spec.branches)
+
+
+def _load_activations(out: Path) -> Any:
+    from .activations import Activations
+
+    return Activations.load(out / "activations")
+
+
+ACTIVATIONS = Stage(
+    "activations", _activations, settings=("capture_branches",), inputs=("model", "probe"),
+    save=lambda result, out: None,  # written chunk by chunk during the pass
+    load=_load_activations, outputs=("activations/layout.json",), collective=True)
+
+
+# ---------------------------------------------------------------------------------- dictionary
+def _fit_rows(ctx: Context) -> tuple[np.ndarray, np.ndarray]:
+    """The samples the dictionary is fitted on and their classes: the fit-sample stage's when it
+    ran (another image set, spatial positions, crops), else the probe images' pooled vectors."""
+    samples = ctx.get("fit_samples")
+    if samples is not None:
+        return np.asarray(samples.A), np.asarray(samples.classes)
+    return np.asarray(ctx["activations"].penultimate), image_classes(ctx)
+
+
+def _dictionary(ctx: Context) -> "Dictionary":
+    from .features import fit_dictionary
+
+    cfg = ctx.config
+    A, classes = _fit_rows(ctx)
+    spec = ctx.inputs.get("spec")
+    n_classes = spec.num_classes if spec is not None and spec.num_classes else None
+    return fit_dictionary(A, classes, cfg.n_atoms_per_class, method=cfg.dictionary, learner=cfg.learner,
+                          n_atoms=cfg.n_atoms, n_classes=n_classes, seed=cfg.seed, max_iter=cfg.nmf_max_iter,
+                          device=cfg.device, progress=ctx.progress)
+
+
+def _load_dictionary(out: Path) -> "Dictionary":
+    from .features import Dictionary
+
+    return Dictionary.load(out / "dictionary.npz")
+
+
+def _dictionary_columns(d: "Dictionary") -> dict[str, Any]:
+    return {"class": np.asarray(d.feature_class)}
+
+
+DICTIONARY = Stage(
+    "dictionary", _dictionary, needs=("activations",), optional=("fit_samples",),
+    settings=("dictionary", "learner", "n_atoms_per_class", "n_atoms", "class_source", "seed", "nmf_max_iter"),
+    save=lambda d, out: d.save(out / "dictionary.npz"), load=_load_dictionary, outputs=("dictionary.npz",),
+    columns=_dictionary_columns)
+
+
+# ---------------------------------------------------------------------------------- codes
+def _codes(ctx: Context) -> np.ndarray:
+    """``Z (n_images, k)`` float32 (the precision the run folder stores)."""
+    cfg, d = ctx.config, ctx["dictionary"]
+    A = ctx["activations"].penultimate
+    options: dict[str, Any] = {"device": cfg.device, "tol": cfg.nnls_tol, "max_iter": cfg.nnls_max_iter,
+                               "progress": ctx.progress}
+    if cfg.codes == "per_class":
+        options["blocks"] = d.feature_class
+    return np.asarray(d.encode(np.asarray(A), **options), dtype=np.float32)
+
+
+def _code_columns(Z: np.ndarray) -> dict[str, Any]:
+    return {"mean_code": np.asarray(Z).mean(axis=0, dtype=np.float64)}
+
+
+CODES = Stage(
+    "codes", _codes, needs=("activations", "dictionary"), settings=("codes", "nnls_tol", "nnls_max_iter"),
+    save=lambda Z, out: save_npy(out / "codes.npy", Z), load=lambda out: np.load(out / "codes.npy", mmap_mode="r"),
+    outputs=("codes.npy",), columns=_code_columns)
+
+
+# ---------------------------------------------------------------------------------- fidelity
+def _fidelity(ctx: Context) -> dict[str, Any]:
+    from .features import fidelity
+
+    acts, d = ctx["activations"], ctx["dictionary"]
+    return fidelity(np.asarray(acts.penultimate), np.asarray(ctx["codes"]), d.D, head_of(ctx),
+                    labels=np.asarray(acts.labels), decode=d.decode)
+
+
+FIDELITY = Stage(
+    "fidelity", _fidelity, needs=("activations", "dictionary", "codes"), inputs=("model",), applies=has_head,
+    save=lambda f, out: write_json(out / "fidelity.json", f), load=lambda out: read_json(out / "fidelity.json"),
+    outputs=("fidelity.json",))
+
+
+# ---------------------------------------------------------------------------------- complexity
+def _complexity(ctx: Context) -> "ComplexityResult":
+    from .complexity import complexity
+
+    cfg = ctx.config
+    kwargs: dict[str, Any] = {} if cfg.alphas is None else {"alphas": cfg.alphas}
+    return complexity(ctx["activations"].layers, ctx["codes"], n_folds=cfg.n_folds, seed=cfg.seed,
+                      device=cfg.device, progress=ctx.progress, **kwargs)
+
+
+def _load_complexity(out: Path) -> "ComplexityResult":
+    from .complexity import ComplexityResult
+
+    return load_dataclass(out / "complexity.npz", ComplexityResult)
+
+
+def _complexity_columns(res: "ComplexityResult") -> dict[str, Any]:
+    cols: dict[str, Any] = {"complexity": res.score}
+    for extra in ("score_lo", "score_hi"):
+        if getattr(res, extra, None) is not None:
+            cols[extra.replace("score", "complexity")] = getattr(res, extra)
+    for name, row in zip(res.layer_names, res.per_layer):
+        cols[f"iv_{name}"] = row
+    return cols
+
+
+def _complexity_figures(res: "ComplexityResult", ctx: Context) -> dict[str, FigureSpec]:
+    from . import figures
+
+    return {
+        "complexity_hist": FigureSpec(
+            figures.complexity_histogram(res.score), "The complexity spectrum",
+            "Distribution of K = 1 − mean over blocks of I_V(block → z) over all features. The paper "
+            "finds a spread from simple (low K) to complex (high K) features."),
+        "decodability": FigureSpec(
+            figures.decodability_curves(res.per_layer, res.score, res.layer_names),
+            "Decodability curves",
+            "Held-out I_V of each feature from every block (0 = not linearly decodable, 1 = fully). "
+            "Simple features are decodable early; complex ones only near the end."),
+    }
+
+
+COMPLEXITY = Stage(
+    "complexity", _complexity, needs=("activations", "codes"),
+    settings=("n_folds", "alphas", "seed", "ci_groups", "confidence"),
+    save=lambda res, out: save_dataclass(out / "complexity.npz", res), load=_load_complexity,
+    outputs=("complexity.npz",), section="what", figures=_complexity_figures, columns=_complexity_columns)
+
+
+# ---------------------------------------------------------------------------------- importance
+def _importance(ctx: Context) -> np.ndarray:
+    from .importance import importance
+
+    d = ctx["dictionary"]
+    return importance(np.asarray(ctx["codes"]), d.D, head_of(ctx), feature_class=d.feature_class,
+                      image_class=image_classes(ctx), device=ctx.config.device, decode=d.decode)
+
+
+def _importance_columns(gamma: np.ndarray) -> dict[str, Any]:
+    return {"importance": gamma, "abs_importance": np.abs(gamma), "inhibitor": gamma < 0}
+
+
+def _importance_figures(gamma: np.ndarray, ctx: Context) -> dict[str, FigureSpec]:
+    from . import figures
+
+    return {"complexity_importance": FigureSpec(
+        figures.complexity_vs_importance(ctx["complexity"].score, gamma), "Complexity against importance",
+        "Each point is a feature: its complexity K and its signed importance Γ for its class "
+        "(gradient × input on the codes). The paper finds that important features are simple.")}
+
+
+IMPORTANCE = Stage(
+    "importance", _importance, needs=("activations", "dictionary", "codes"), optional=("complexity",),
+    settings=("class_source",), inputs=("model",), applies=has_head,
+    save=lambda g, out: save_npy(out / "importance.npy", g), load=lambda out: np.load(out / "importance.npy"),
+    outputs=("importance.npy",), section="importance", figures=_importance_figures, columns=_importance_columns)
+
+def _core() -> tuple[Stage, ...]:
+    from .fitset import FIT_SAMPLES
+
+    return (ACTIVATIONS, FIT_SAMPLES, DICTIONARY, CODES, FIDELITY, COMPLEXITY, IMPORTANCE)
+
+
+CORE_STAGES: tuple[Stage, ...] = _core()
