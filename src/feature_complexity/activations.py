@@ -226,7 +226,8 @@ def _pass(spec: "ModelSpec", dataset: "Dataset", arrays: dict[str, np.ndarray], 
                disable=not progress, mininterval=1.0)
     written, next_chunk = 0, 0
     writable = [a for a in arrays.values() if isinstance(a, np.memmap)]
-    with capture(spec, branches=bool(units)) as record, torch.inference_mode():
+    # the bar is closed whatever happens: an error then prints on a line of its own
+    with bar, capture(spec, branches=bool(units)) as record, torch.inference_mode():
         for images, labels in loader:
             spec.module(images.to(device, non_blocking=True))
             idx = np.asarray(order[written:written + len(labels)])
@@ -240,7 +241,6 @@ def _pass(spec: "ModelSpec", dataset: "Dataset", arrays: dict[str, np.ndarray], 
             while marks is not None and next_chunk < len(ends) and written >= ends[next_chunk]:
                 marks[0].mark_done(marks[1][next_chunk], writable)
                 next_chunk += 1
-    bar.close()
 
 
 def weights_digest(module: "torch.nn.Module") -> str:

@@ -49,6 +49,9 @@ class RunConfig:
         teleport_threshold: share of a block output's ``I_V`` the skip must carry.
         robustness_sigmas, robustness_draws, robustness_images: the noise-sensitivity analysis.
         redundancy_keep, redundancy_masks: keep-fractions and masks per fraction (Nanda et al.).
+        top_fraction, min_top, rank_by: the most important features whose mean ``K`` the dynamics
+            follow (paper: the top 1 %; at least ``min_top``; ranked by ``|Γ|`` or signed ``Γ``).
+        decodable_threshold: ``I_V`` at which a final feature counts as decodable from a checkpoint.
         superclasses: a class -> super-class table (a built-in name such as ``"cifar100"``,
             ``"imagenet"``, or a CSV path) for the purity of meta-features.
         evidence_features: features with precomputed evidence images (top images + heatmaps).
@@ -83,6 +86,10 @@ class RunConfig:
     redundancy_keep: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
     redundancy_masks: int = 20
     superclasses: str | None = None
+    top_fraction: float = 0.01
+    min_top: int = 5
+    rank_by: str = "abs"
+    decodable_threshold: float = 0.5
     evidence_features: int = 300
     n_top: int = 6
     report_mb: float = 25.0
@@ -111,6 +118,12 @@ class RunConfig:
         _choice("--class-source", self.class_source, ("auto", "label", "prediction"))
         _choice("--codes", self.codes, ("joint", "per_class"))
         _choice("--fit-samples", self.fit_samples, ("pooled", "spatial", "crops"))
+        _choice("--rank-by", self.rank_by, ("abs", "signed"))
+        _at_least("--min-top", self.min_top, 1)
+        if not 0 < self.top_fraction <= 1:
+            raise ValueError(f"--top-fraction must be in (0, 1], got {self.top_fraction}")
+        if not 0 < self.decodable_threshold <= 1:
+            raise ValueError(f"--decodable-threshold must be in (0, 1], got {self.decodable_threshold}")
         _at_least("--atoms-per-class", self.n_atoms_per_class, 1)
         _at_least("--folds", self.n_folds, 2)
         _at_least("--batch-size", self.batch_size, 1)

@@ -78,9 +78,9 @@ def build_stages(*, report: bool = True, extra: Sequence[Stage] = ()) -> list[St
     stages: list[Stage] = [*CORE_STAGES, *analysis_stages(), *extra]
     stages.append(_features_stage(stages))
     if report:
-        from .report import REPORT_STAGE
+        from .report import report_stage
 
-        stages.append(REPORT_STAGE)
+        stages.append(report_stage(stages))
     return stages
 
 
@@ -109,17 +109,21 @@ def fingerprints_of(spec: "ModelSpec | None", probe: Any, fit: Any = None) -> di
            "classes": digest_of(list(spec.class_names) if spec is not None and spec.class_names else None)}
     if spec is not None:
         out["model"] = digest_of([spec.name, weights_digest(spec.module)])
+        # the architecture without its weights: what a random-init control of it depends on
+        out["architecture"] = digest_of([spec.name, spec.num_classes, {k: [list(v.shape), str(v.dtype)]
+                                         for k, v in spec.module.state_dict().items()}])
     out["fit_or_probe"] = dataset_fingerprint(fit) if fit is not None else out["probe"]
     return out
 
 
 def run_stages_of(stages: Sequence[Stage], ctx: Context, manifest: dict[str, Any],
-                  targets: Sequence[str] | None = None) -> dict[str, Any]:
+                  targets: Sequence[str] | None = None, *, computable: set[str] | None = None) -> dict[str, Any]:
     """Run ``stages`` (or only ``targets`` and what they need) on ``ctx`` under the run folder's
-    lock, keeping ``manifest.json``; returns the per-stage status."""
+    lock, keeping ``manifest.json``; returns the per-stage status. ``computable``: see
+    :func:`~feature_complexity.stages.stage_keys`."""
     selected = _closure(stages, targets) if targets is not None else list(stages)
     if ctx.out is None:
-        return run_stages(selected, ctx, manifest=manifest)
+        return run_stages(selected, ctx, manifest=manifest, computable=computable)
     ctx.out.mkdir(parents=True, exist_ok=True)
     lock = RunLock(ctx.out) if ctx.comm.is_main else None
     try:
@@ -127,7 +131,7 @@ def run_stages_of(stages: Sequence[Stage], ctx: Context, manifest: dict[str, Any
             lock.__enter__()
             remove_temporary_files(ctx.out)
         ctx.comm.barrier()
-        status = run_stages(selected, ctx, manifest=manifest)
+        status = run_stages(selected, ctx, manifest=manifest, computable=computable)
         manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         if ctx.comm.is_main:
             write_json(ctx.out / "manifest.json", manifest)
@@ -169,6 +173,7 @@ def run_analysis(
     report: bool = True,
     overwrite: bool = False,
     targets: Sequence[str] | None = None,
+    manifest_extra: dict[str, Any] | None = None,
     comm: "Comm | None" = None,
     progress: bool = True,
 ) -> RunResult:
@@ -188,6 +193,7 @@ def run_analysis(
         report: also write the findings and ``report.html``.
         overwrite: recompute stages made from other inputs or settings instead of refusing.
         targets: run only these stages and what they need.
+        manifest_extra: more entries for ``manifest.json`` (e.g. an earlier phase's stages).
         comm: the processes sharing the run (default: this process, or torchrun's).
         progress: progress bars and one line per stage.
     """
@@ -202,6 +208,7 @@ def run_analysis(
     ctx = Context(config=config, out=out, fingerprints=prints, inputs=inputs, comm=comm, progress=progress,
                   overwrite=overwrite, log=_log if progress else lambda msg: None)
     manifest = _manifest(config, spec, model_info, data_info, prints, len(dataset))  # type: ignore[arg-type]
+    manifest.update(manifest_extra or {})
     stages = build_stages(report=report, extra=extra_stages)
     spec.module.eval().to(config.device)
     status = run_stages_of(stages, ctx, manifest, targets)
@@ -215,7 +222,7 @@ def _manifest(config: RunConfig, spec: "ModelSpec", model_info: dict[str, Any] |
         "tool": "feature-complexity",
         "command": sys.argv,
         "config": config.to_dict(),
-        "model": {**spec.describe(), **(model_info or {})},
+        "model": {**spec.describe(), "class_names": spec.class_names, **(model_info or {})},
         "data": dict(data_info or {}),
         "n_images": n_images,
         "fingerprints": fingerprints,
@@ -256,3 +263,40 @@ def score_in_memory(activations: "Activations", spec: "ModelSpec", config: RunCo
     timings = {k: v["seconds"] for k, v in status.items() if k != "activations"}
     return Scores(ctx["dictionary"], ctx["codes"], ctx["complexity"], ctx.get("importance"),
                   ctx.get("fidelity"), image_classes(ctx), timings)
+
+
+# ---------------------------------------------------------------------------------- a finished folder
+def open_run(run_dir: str | Path) -> tuple[RunConfig, dict[str, str], dict[str, Any]]:
+    """The configuration, input fingerprints and manifest of a run folder."""
+    from .io import read_json
+
+    path = Path(run_dir) / "manifest.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: RUN_DIR must be the --out folder of `feature-complexity run` "
+                                "(or demo, dynamics)")
+    manifest = dict(read_json(path))
+    fields = RunConfig.__dataclass_fields__
+    config = RunConfig(**{k: v for k, v in manifest.get("config", {}).items() if k in fields})
+    return config, dict(manifest.get("fingerprints", {})), manifest
+
+
+def run_folder(run_dir: str | Path, targets: Sequence[str], *, changes: dict[str, Any] | None = None,
+               inputs: dict[str, Any] | None = None, progress: bool = True) -> RunResult:
+    """Compute ``targets`` of a finished run folder from what it holds (no model needed unless a
+    target reads it: pass it in ``inputs``). ``changes`` alters settings (e.g. the flow threshold):
+    the targets are then recomputed, with the stages after them that the folder has."""
+    from dataclasses import replace
+
+    config, prints, manifest = open_run(run_dir)
+    config = replace(config, **(changes or {})).validate()
+    manifest["config"] = config.to_dict()
+    class_names = manifest.get("model", {}).get("class_names")
+    ctx = Context(config=config, out=Path(run_dir), fingerprints=prints, overwrite=True, progress=progress,
+                  inputs={"class_names": class_names, **(inputs or {})}, log=_log if progress else lambda m: None)
+    # re-render the report too when the folder has one (it shows what the targets change)
+    stages = build_stages(report="report" in targets or (Path(run_dir) / "report.html").exists())
+    if "report" in {s.name for s in stages} and "report" not in targets:
+        targets = [*targets, "report"]
+    wanted = {s.name for s in _closure(stages, targets)}
+    status = run_stages_of(stages, ctx, manifest, computable=set(targets) | {"features", "report"} & wanted)
+    return RunResult(ctx.out, ctx.get("features"), manifest, status, ctx)

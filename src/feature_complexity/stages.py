@@ -184,8 +184,14 @@ def _setting(config: Any, name: str) -> Any:
     return getattr(config, name)
 
 
-def stage_keys(stages: Sequence[Stage], ctx: Context) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+def stage_keys(stages: Sequence[Stage], ctx: Context, *, computable: set[str] | None = None
+               ) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
     """The key and key material of every stage that applies, in order.
+
+    Args:
+        computable: when given, only these stages may be computed; any other stage counts only if
+            the run folder holds it already with the same key (else it is left out, as if it did
+            not apply): ``report RUN_DIR`` re-renders with what the folder has.
 
     Returns:
         ``(keys, materials)``: ``{name: key}`` and ``{name: what the key digests}``.
@@ -209,10 +215,21 @@ def stage_keys(stages: Sequence[Stage], ctx: Context) -> tuple[dict[str, str], d
             "inputs": {i: ctx.fingerprints[i] for i in stage.inputs},
             "needs": {n: keys[n] for n in (*stage.needs, *stage.optional) if n in keys},
         }
+        key = _digest(material)
+        if computable is not None and stage.name not in computable and not _done_with(ctx, stage, key):
+            continue
         materials[stage.name] = jsonable(material)
-        keys[stage.name] = _digest(material)
+        keys[stage.name] = key
     ctx.keys = keys
     return keys, materials
+
+
+def _done_with(ctx: Context, stage: Stage, key: str) -> bool:
+    """Whether the run folder holds ``stage`` computed with ``key``."""
+    if ctx.out is None:
+        return False
+    record = _read_record(ctx.out, stage.name)
+    return record is not None and record.get("key") == key and all((ctx.out / o).exists() for o in stage.outputs)
 
 
 def _file_name(name: str) -> str:
@@ -294,16 +311,17 @@ def remove_temporary_files(out: Path) -> int:
 
 
 # ---------------------------------------------------------------------------------- the loop
-def run_stages(stages: Sequence[Stage], ctx: Context, *, manifest: dict[str, Any] | None = None
-               ) -> dict[str, Any]:
+def run_stages(stages: Sequence[Stage], ctx: Context, *, manifest: dict[str, Any] | None = None,
+               computable: set[str] | None = None) -> dict[str, Any]:
     """Run ``stages`` in order on ``ctx`` (see the module docstring); returns the run's record
-    ``{name: {"status": "computed"|"reused", "seconds": …}}``.
+    ``{name: {"status": "computed"|"reused", "seconds": …}}``. With ``computable``, only those
+    stages may be computed (see :func:`stage_keys`).
 
     Raises:
         StaleRunError: a finished stage was computed from other settings or inputs and
             ``ctx.overwrite`` is false; nothing was computed.
     """
-    keys, materials = stage_keys(stages, ctx)
+    keys, materials = stage_keys(stages, ctx, computable=computable)
     plan = _plan(stages, ctx, keys, materials)
     reused = [name for name, reuse in plan if reuse]
     if reused and ctx.comm.is_main:
@@ -311,14 +329,15 @@ def run_stages(stages: Sequence[Stage], ctx: Context, *, manifest: dict[str, Any
     by_name = {s.name: s for s in stages}
     status: dict[str, dict[str, Any]] = {}
     manifest = manifest if manifest is not None else {}
-    manifest["stages"] = status
+    # stages of an earlier phase of the same run (the demo's training) stay in the record
+    recorded = manifest.setdefault("stages", {})
     for name, reuse in plan:
         stage = by_name[name]
         if reuse:
             record = _read_record(ctx.out, name) if ctx.out is not None else None
-            status[name] = {"status": "reused", "seconds": (record or {}).get("seconds")}
+            status[name] = recorded[name] = {"status": "reused", "seconds": (record or {}).get("seconds")}
             continue
-        status[name] = _compute(stage, ctx, materials[name])
+        status[name] = recorded[name] = _compute(stage, ctx, materials[name])
         if ctx.comm.is_main:
             ctx.log(f"[{name}] done in {status[name]['seconds']:.1f} s")
         if ctx.out is not None and ctx.comm.is_main:

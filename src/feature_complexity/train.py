@@ -55,6 +55,8 @@ __all__ = [
     "load_weights",
     "checkpoint_steps",
     "epoch_order",
+    "train_stage",
+    "TRAIN_SETTINGS",
 ]
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".th", ".ckpt", ".tar", ".bin")
@@ -567,8 +569,9 @@ def list_checkpoints(folder_or_files: str | os.PathLike | Iterable[str | os.Path
     """Checkpoints ordered by the training time they record.
 
     Args:
-        folder_or_files: a folder (its files ending in .pt, .pth, .th, .ckpt, .tar, .bin) or a
-            list of files, made here or elsewhere.
+        folder_or_files: a folder (its files ending in .pt, .pth, .th, .ckpt, .tar, .bin), a
+            training run folder of ``feature-complexity train`` (its ``training/checkpoints``), or
+            a list of files, made here or elsewhere.
 
     Returns:
         One :class:`CheckpointInfo` per file, sorted by step when every file records one, else by
@@ -581,6 +584,10 @@ def list_checkpoints(folder_or_files: str | os.PathLike | Iterable[str | os.Path
     """
     if isinstance(folder_or_files, (str, os.PathLike)):
         root = Path(folder_or_files)
+        for inner in (root / "training" / "checkpoints", root / "checkpoints"):  # a training run folder
+            if root.is_dir() and inner.is_dir() and not any(p.suffix in CHECKPOINT_SUFFIXES for p in root.iterdir()):
+                root = inner
+                break
         if root.is_dir():
             files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
             if not files:
@@ -632,3 +639,31 @@ def list_checkpoints(folder_or_files: str | os.PathLike | Iterable[str | os.Path
         for r, k in zip(records, keys)
     ]
     return sorted(infos, key=lambda c: c.order_key)
+
+
+# ---------------------------------------------------------------------------------- the stage
+#: the recipe fields that change the trained weights (not where or how fast training runs)
+TRAIN_SETTINGS = tuple(f for f in TrainConfig.__dataclass_fields__ if f not in _RESUME_FREE)
+
+
+def train_stage(new_spec: Callable[[], "ModelSpec"], train_set: "Dataset", *, eval_set: "Dataset | None" = None,
+                folder: str = "training") -> Any:
+    """Training as a stage of the one loop (``ctx.config`` is the :class:`TrainConfig`).
+
+    Its key digests the recipe, the training images (input ``"train_data"``) and the architecture
+    and initialisation (input ``"init"``); the checkpoints go in ``<run>/<folder>/``, the stage's
+    work folder, so an interrupted training resumes from its last checkpoint and a changed recipe
+    or data starts over. The result is the list of checkpoints (:func:`list_checkpoints`).
+    """
+    from .stages import Stage
+
+    def compute(ctx: Any) -> list[CheckpointInfo]:
+        out = ctx.workdir("train", ctx.out / folder) if ctx.out is not None else None
+        if out is None:
+            raise ValueError("training needs a run folder for its checkpoints")
+        train(new_spec(), train_set, out, ctx.config, eval_set=eval_set, progress=ctx.progress)
+        return list_checkpoints(out / "checkpoints")
+
+    return Stage("train", compute, settings=TRAIN_SETTINGS, inputs=("train_data", "init"),
+                 save=lambda result, out: None, load=lambda out: list_checkpoints(out / folder / "checkpoints"),
+                 outputs=(f"{folder}/train.json",))

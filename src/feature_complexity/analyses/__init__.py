@@ -21,6 +21,8 @@ __all__ = ["ANALYSIS_MODULES", "analysis_stages"]
 ANALYSIS_MODULES: tuple[str, ...] = (
     "flow",
     "metafeatures",
+    "factors",
+    "controls",
 )
 
 

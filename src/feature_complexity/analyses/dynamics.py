@@ -1,65 +1,49 @@
 """When are features learned: complexity across training checkpoints (paper section 6, Fig. 5, 6).
 
-Two analyses over an ordered list of checkpoints ``t = 1..T`` of one training run:
+Over an ordered list of checkpoints ``t = 1..T`` of one training run, whose LAST checkpoint is the
+run's model:
 
 1. **Per-checkpoint features** (Fig. 5B, Fig. 6). At each checkpoint the features are extracted
-   independently (the same per-class dictionary recipe on that checkpoint's penultimate layer
-   ``A_t``), their complexity ``K`` is scored with that checkpoint's own probe layers and their
-   importance ``Γ`` with its own head. Summaries per checkpoint: mean ``K`` of all features, mean
-   ``K`` of the most important ones (top fraction by ``|Γ|`` or ``Γ``), Spearman(``K``, ``Γ``).
-2. **Temporal decoding score** (Fig. 5A). For every feature ``z`` of the *final* checkpoint
-   (codes ``Z_final``, shape ``(n_images, k)``) and every checkpoint ``t``,
-   ``I_V(A_t -> z)`` with the linear-Gaussian family (the complexity engine with one "layer" per
-   checkpoint), and
+   independently (the run's dictionary recipe on that checkpoint's penultimate layer ``A_t``),
+   their complexity ``K`` is scored with that checkpoint's own blocks and their importance ``Γ``
+   with its own head. Summaries per checkpoint: mean ``K`` of all features, mean ``K`` of the most
+   important ones (top fraction by ``|Γ|`` or ``Γ``), Spearman(``K``, ``Γ``).
+2. **Temporal decoding score** (Fig. 5A). For every feature ``z`` of the final model (codes
+   ``Z_final``, ``(n_images, k)``) and every checkpoint ``t``, ``I_V(A_t -> z)``, and
 
        A(z) = 1 - (1/T) sum_t I_V(A_t -> z)
 
    low: ``z`` was linearly available early in training; high: late. Also, per feature, the first
    checkpoint at which ``I_V`` reaches a threshold (default one half).
 
-Cost: one streaming pass over the probe images per checkpoint. The final checkpoint is analysed
-first so that ``Z_final`` is known and ``I_V(A_t -> Z_final)`` is computed from the same pass as
-checkpoint ``t``'s own features; the pooled activations are never stored across checkpoints.
-Each checkpoint's results are cached in ``dynamics_cache/<checkpoint>.npz``: a rerun skips the
-checkpoints already done.
-
-Output folder::
-
-    out_dir/
-      dynamics.json                 summary, configuration, versions, checkpoints, timings
-      dynamics_checkpoints.parquet  one row per checkpoint (step, epoch, mean_complexity, …)
-      dynamics_features.parquet     one row per final feature (complexity, importance, A, iv_<t>…)
-      dynamics_cache/<name>.npz     per-checkpoint results (resume)
-      figures/mean_complexity.png, temporal_decoding.png, complexity_importance_training.png
+Each checkpoint is a stage of the run (``checkpoint/<name>``, scored in memory: one forward pass,
+nothing kept but its summary), and ``dynamics`` gathers them: ``dynamics.json``,
+``dynamics/checkpoints.parquet``, ``dynamics/features.parquet`` (``A`` per final feature, also a
+column of ``features.parquet``), ``dynamics/iv.npy`` and the figures. A rerun skips the
+checkpoints already scored; a replaced checkpoint file is rescored (its fingerprint is in the key).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
-
-from ..io import package_versions, save_figure, save_npz, write_json, write_parquet
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
-    from torch.utils.data import Dataset
 
     from ..complexity import ComplexityResult
     from ..models.spec import ModelSpec
     from ..train import CheckpointInfo
 
 __all__ = [
-    "DynamicsConfig",
+    "CheckpointScores",
     "DynamicsResult",
-    "run_dynamics",
+    "dynamics_stages",
+    "spec_loader",
     "decodability_over_checkpoints",
     "temporal_decoding_score",
     "first_decodable",
@@ -69,89 +53,6 @@ __all__ = [
     "plot_temporal_decoding",
     "plot_complexity_importance_over_training",
 ]
-
-_CACHE_VERSION = 1
-
-
-@dataclass
-class DynamicsConfig:
-    """Choices of the dynamics analysis.
-
-    Attributes:
-        n_atoms_per_class: atoms of each checkpoint's per-class dictionary (paper: 10).
-        class_source: which images stand for a class: ``"auto"`` (label where known, else the
-            prediction), ``"label"`` or ``"prediction"``. Labels are the sensible choice: early
-            checkpoints predict almost one class.
-        top_fraction: fraction of the most important features whose mean ``K`` is tracked
-            (paper: 1 %).
-        min_top: at least this many features in the top group (few features: 1 % is too few).
-        rank_by: ``"abs"`` ranks by ``|Γ|`` (excitatory and inhibitory alike) or ``"signed"``
-            by ``Γ``. The same choice is the importance axis of Spearman(``K``, importance).
-        decodable_threshold: ``I_V`` at which a final feature counts as decodable from a
-            checkpoint (``first_decodable_epoch``).
-        n_folds, seed: the held-out V-information estimate (same folds for every checkpoint).
-        batch_size, device, num_workers: the forward passes (and the engine's device).
-        nnls_max_iter, nnls_tol: the codes' NNLS solver.
-    """
-
-    n_atoms_per_class: int = 10
-    class_source: str = "auto"
-    top_fraction: float = 0.01
-    min_top: int = 5
-    rank_by: str = "abs"
-    decodable_threshold: float = 0.5
-    n_folds: int = 5
-    seed: int = 0
-    batch_size: int = 256
-    device: str = "cpu"
-    num_workers: int = 0
-    nnls_max_iter: int = 1000
-    nnls_tol: float = 1e-6
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the bad field."""
-        if self.n_atoms_per_class < 1:
-            raise ValueError(f"n_atoms_per_class must be >= 1, got {self.n_atoms_per_class}")
-        if not 0 < self.top_fraction <= 1:
-            raise ValueError(f"top_fraction must be in (0, 1], got {self.top_fraction}")
-        if self.min_top < 1:
-            raise ValueError(f"min_top must be >= 1, got {self.min_top}")
-        if self.rank_by not in ("abs", "signed"):
-            raise ValueError(f"rank_by must be 'abs' (|Γ|) or 'signed' (Γ), got {self.rank_by!r}")
-        if not 0 < self.decodable_threshold <= 1:
-            raise ValueError(f"decodable_threshold must be in (0, 1], got {self.decodable_threshold}")
-        if self.class_source not in ("auto", "label", "prediction"):
-            raise ValueError(f"class_source must be 'auto', 'label' or 'prediction', got {self.class_source!r}")
-
-    def run_config(self) -> Any:
-        """The pipeline's :class:`~feature_complexity.pipeline.RunConfig` for one checkpoint."""
-        from ..pipeline import RunConfig
-
-        return RunConfig(
-            dictionary="per_class", n_atoms_per_class=self.n_atoms_per_class,
-            class_source=self.class_source, n_folds=self.n_folds, seed=self.seed,
-            batch_size=self.batch_size, device=self.device, num_workers=self.num_workers,
-            capture_branches=False, nnls_max_iter=self.nnls_max_iter, nnls_tol=self.nnls_tol,
-        )
-
-
-@dataclass
-class DynamicsResult:
-    """What :func:`run_dynamics` computed.
-
-    Attributes:
-        out_dir: the output folder.
-        checkpoints: one row per checkpoint (see the module docstring).
-        features: one row per feature of the final checkpoint.
-        iv: ``(T, k_final)`` ``I_V(A_t -> z)`` for every checkpoint ``t`` and final feature.
-        summary: the headline numbers (also in ``dynamics.json``).
-    """
-
-    out_dir: Path
-    checkpoints: "pd.DataFrame"
-    features: "pd.DataFrame"
-    iv: np.ndarray
-    summary: dict[str, Any]
 
 
 # ---------------------------------------------------------------------------------- pure functions
@@ -232,30 +133,24 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a[ok], b[ok]).statistic)
 
 
-# ---------------------------------------------------------------------------------- the run
-def _resolve_checkpoints(checkpoints: Any) -> list["CheckpointInfo"]:
+# ---------------------------------------------------------------------------------- the stages
+def _resolve_checkpoints(checkpoints: Any, trust: bool = False) -> list["CheckpointInfo"]:
     from ..train import CheckpointInfo, list_checkpoints
 
-    if isinstance(checkpoints, (list, tuple)) and checkpoints and all(
-        isinstance(c, CheckpointInfo) for c in checkpoints
-    ):
+    if isinstance(checkpoints, (list, tuple)) and checkpoints and all(isinstance(c, CheckpointInfo) for c in checkpoints):
         infos = list(checkpoints)
     else:
-        infos = list_checkpoints(checkpoints)
+        infos = list_checkpoints(checkpoints, trust=trust)
     if len(infos) < 2:
-        raise ValueError(
-            f"the dynamics analysis needs at least 2 checkpoints of one training run, got {len(infos)}; "
-            "point --checkpoints at the run's checkpoints/ folder"
-        )
+        raise ValueError(f"the dynamics analysis needs at least 2 checkpoints of one training run, got {len(infos)}; "
+                         "point --checkpoints at the run's checkpoints/ folder")
     return infos
 
 
 def _checkpoint_names(infos: Sequence["CheckpointInfo"]) -> list[str]:
     # foreign files from different folders may share a stem: then name them by order
     names = [c.name for c in infos]
-    if len(set(names)) != len(names):
-        names = [f"ckpt_{i:03d}" for i in range(len(infos))]
-    return names
+    return names if len(set(names)) == len(names) else [f"ckpt_{i:03d}" for i in range(len(infos))]
 
 
 def _training_times(infos: Sequence["CheckpointInfo"]) -> tuple[np.ndarray, str]:
@@ -267,282 +162,223 @@ def _training_times(infos: Sequence["CheckpointInfo"]) -> tuple[np.ndarray, str]
     return np.arange(len(infos), dtype=np.float64), "checkpoint"
 
 
-def _spec_loader(build_spec: Callable[[], "ModelSpec"] | str | None) -> Callable[[Path], "ModelSpec"]:
-    """A function checkpoint path -> ModelSpec with that checkpoint's weights."""
+def spec_loader(build_spec: Callable[[], "ModelSpec"] | str | None, *, trust: bool = False
+                ) -> Callable[[Path], "ModelSpec"]:
+    """A function checkpoint path -> ModelSpec with that checkpoint's weights: ``build_spec()``
+    then the weights, or the model name (given, or recorded in the checkpoint) rebuilt."""
     from ..train import load_weights, read_checkpoint
 
-    if callable(build_spec):
-        def load(path: Path) -> "ModelSpec":
+    def load(path: Path) -> "ModelSpec":
+        if callable(build_spec):
             spec = build_spec()
-            load_weights(spec, path)
-            return spec
-        return load
+        else:
+            from ..models.registry import build_model
 
-    def load_named(path: Path) -> "ModelSpec":
-        from ..models.registry import build_model
-
-        meta = read_checkpoint(path)
-        name = build_spec if isinstance(build_spec, str) else meta.get("model_name")
-        if not name:
-            raise ValueError(
-                f"checkpoint '{path}' does not record its model; pass the model name "
-                "(--model cifar-resnet20, small-resnet …) or a build_spec function"
-            )
-        args = dict(meta.get("build_args") or {}) if meta.get("model_name") == name else {}
-        # rebuild the architecture only; the weights come from this checkpoint
-        for key in ("weights", "checkpoint", "seed", "class_names"):
-            args.pop(key, None)
-        spec = build_model(name, **args)
-        load_weights(spec, path)
+            meta = read_checkpoint(path, trust=trust)
+            name = build_spec if isinstance(build_spec, str) else meta.get("model_name")
+            if not name:
+                raise ValueError(f"checkpoint '{path}' does not record its model; pass the model name "
+                                 "(--model cifar-resnet20, small-resnet …)")
+            args = dict(meta.get("build_args") or {}) if meta.get("model_name") == name else {}
+            for key in ("weights", "checkpoint", "seed", "class_names"):  # the architecture only
+                args.pop(key, None)
+            spec = build_model(name, **args)
+        load_weights(spec, path, trust=trust)
         return spec
-    return load_named
+
+    return load
 
 
-def _fingerprint(config: DynamicsConfig, probe_set: Any, infos: Sequence["CheckpointInfo"]) -> str:
-    """What a cached checkpoint result depends on: the scoring choices, the probe images, and the
-    final checkpoint (whose codes every ``I_V`` targets)."""
-    final = infos[-1].path
-    stat = final.stat()
-    describe = getattr(probe_set, "describe", None)
-    key = {
-        "cache_version": _CACHE_VERSION,
-        "config": {k: v for k, v in asdict(config).items() if k not in ("batch_size", "device", "num_workers")},
-        "n_probe": len(probe_set),
-        "probe": describe() if callable(describe) else None,
-        "final": [str(final.resolve()), stat.st_size, int(stat.st_mtime_ns)],
-    }
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+@dataclass
+class CheckpointScores:
+    """One checkpoint's own features and the final features' decodability from it.
 
-
-def _checkpoint_fingerprint(fingerprint: str, info: "CheckpointInfo") -> str:
-    """The cache key of one checkpoint: the run's fingerprint and this checkpoint's own file.
-    The cache file is named by the checkpoint's name (or, when names collide, its position),
-    which alone does not identify the weights it was computed from."""
-    stat = info.path.stat()
-    key = [fingerprint, str(info.path.resolve()), stat.st_size, int(stat.st_mtime_ns)]
-    return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
-
-
-def _load_cache(path: Path, fingerprint: str) -> dict[str, np.ndarray] | None:
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            cached = {k: data[k] for k in data.files}
-    except (OSError, ValueError):  # unreadable (should not happen: writes are atomic): recompute
-        return None
-    if str(cached.get("fingerprint")) != fingerprint:
-        return None
-    return cached
-
-
-def run_dynamics(
-    checkpoints: str | os.PathLike | Iterable[str | os.PathLike] | Sequence["CheckpointInfo"],
-    build_spec: Callable[[], "ModelSpec"] | str | None,
-    probe_set: "Dataset",
-    out_dir: str | os.PathLike,
-    config: DynamicsConfig | None = None,
-    *,
-    progress: bool = True,
-) -> DynamicsResult:
-    """Complexity across training: per-checkpoint features and the temporal decoding score.
-
-    Args:
-        checkpoints: a folder, a list of files, or :func:`~feature_complexity.train.list_checkpoints`
-            output; ordered by the training time they record.
-        build_spec: a function returning a fresh :class:`ModelSpec` of the architecture (each
-            checkpoint's weights are loaded into it), or a model name for
-            :func:`~feature_complexity.models.registry.build_model`, or ``None`` to use the model
-            name and build arguments the checkpoints record (checkpoints made by :func:`train`).
-        probe_set: the images (``(x, label)`` dataset in the model's preprocessing).
-        out_dir: output folder (created); see the module docstring.
-        config: :class:`DynamicsConfig`.
-        progress: progress bars.
-
-    Returns:
-        :class:`DynamicsResult`.
+    Attributes:
+        complexity, importance: ``(k_t,)`` K and Γ of this checkpoint's own features.
+        iv_final: ``(k_final,)`` ``I_V(A_t -> z)`` for every feature of the final model.
+        top: indices of this checkpoint's most important features.
+        accuracy, accuracy_kept: the checkpoint's top-1 on the probe images; what its dictionary keeps.
     """
-    import pandas as pd
 
+    complexity: np.ndarray
+    importance: np.ndarray
+    iv_final: np.ndarray
+    top: np.ndarray
+    accuracy: float
+    accuracy_kept: float | None
+
+
+def _score_checkpoint(ctx: Any, path: Path, load_spec: Callable[[Path], "ModelSpec"], name: str) -> CheckpointScores:
+    """Extract, score and probe one checkpoint in memory (no activations are kept)."""
     from ..activations import extract_activations
     from ..complexity import complexity
-    from ..pipeline import score_features
+    from ..pipeline import score_in_memory
 
-    config = config or DynamicsConfig()
-    config.validate()
-    infos = _resolve_checkpoints(checkpoints)
+    cfg = ctx.config
+    spec = load_spec(path)
+    acts = extract_activations(spec, ctx.inputs["probe"], batch_size=cfg.batch_size, device=cfg.device,
+                               num_workers=cfg.num_workers, progress=ctx.progress)
+    scores = score_in_memory(acts, spec, replace(cfg, ci_groups=0), progress=False)
+    iv = complexity({name: acts.penultimate}, ctx["codes"], n_folds=cfg.n_folds, seed=cfg.seed,
+                    device=cfg.device).per_layer[0]
+    return _checkpoint_scores(scores.complexity.score, scores.importance, iv, acts, scores.fidelity, cfg)
+
+
+def _checkpoint_scores(K: np.ndarray, gamma: np.ndarray, iv: np.ndarray, acts: Any, fid: Any, cfg: Any
+                       ) -> CheckpointScores:
+    labels = np.asarray(acts.labels)
+    known = labels >= 0
+    accuracy = float((acts.predictions[known] == labels[known]).mean()) if known.any() else float("nan")
+    top = top_features(gamma, fraction=cfg.top_fraction, min_top=cfg.min_top, rank_by=cfg.rank_by)
+    return CheckpointScores(np.asarray(K), np.asarray(gamma), np.asarray(iv), top, accuracy,
+                            (fid or {}).get("accuracy_kept"))
+
+
+def _final_scores(ctx: Any) -> CheckpointScores:
+    """The final checkpoint is the run's own model: its scores are the run's."""
+    from ..complexity import complexity
+
+    cfg, acts = ctx.config, ctx["activations"]
+    iv = complexity({"final": acts.penultimate}, ctx["codes"], n_folds=cfg.n_folds, seed=cfg.seed,
+                    device=cfg.device).per_layer[0]
+    return _checkpoint_scores(ctx["complexity"].score, ctx["importance"], iv, acts, ctx.get("fidelity"), cfg)
+
+
+_SETTINGS = ("dictionary", "learner", "n_atoms_per_class", "n_atoms", "class_source", "codes", "nnls_tol",
+             "nnls_max_iter", "nmf_max_iter", "n_folds", "alphas", "seed", "top_fraction", "min_top", "rank_by")
+
+
+def dynamics_stages(checkpoints: Any, build_spec: Callable[[], "ModelSpec"] | str | None = None, *,
+                    trust: bool = False) -> tuple[list[Any], dict[str, str]]:
+    """The stages of the dynamics analysis and the fingerprints of the checkpoint files.
+
+    The run's model must be the LAST checkpoint (its features are the "final" features whose
+    decodability every checkpoint is probed for). One stage per earlier checkpoint scores it in
+    memory (``checkpoint/<name>``); ``dynamics`` gathers them (tables, figures, per-feature ``A``).
+
+    Returns:
+        ``(stages, fingerprints)``: pass them as ``extra_stages`` / ``extra_fingerprints`` of
+        :func:`~feature_complexity.pipeline.run_analysis`.
+    """
+    from ..fingerprints import file_fingerprint
+    from ..io import load_dataclass, save_dataclass
+    from ..stages import Stage
+
+    infos = _resolve_checkpoints(checkpoints, trust)
     names = _checkpoint_names(infos)
-    times, time_unit = _training_times(infos)
-    if len(probe_set) == 0:
-        raise ValueError("the probe set is empty; point --data at a folder with images")
-    out = Path(out_dir)
-    cache_dir = out / "dynamics_cache"
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fingerprint = _fingerprint(config, probe_set, infos)
-    load_spec = _spec_loader(build_spec)
-    run_config = config.run_config()
-    class_names = getattr(probe_set, "classes", None)
+    load_spec = spec_loader(build_spec, trust=trust)
+    stages, prints = [], {}
+    for i, (info, name) in enumerate(zip(infos, names)):
+        key, file = f"checkpoint/{name}", f"dynamics/checkpoints/{name}.npz"
+        last = i == len(infos) - 1
+        prints[key] = file_fingerprint(info.path)
+        compute = _final_scores if last else (lambda ctx, p=info.path, n=name: _score_checkpoint(ctx, p, load_spec, n))
+        stages.append(Stage(
+            key, compute, needs=("activations", "codes", "complexity") + (("importance",) if last else ()),
+            optional=("fidelity",), settings=_SETTINGS, inputs=(key, "probe"),
+            save=lambda r, out, f=file: save_dataclass(out / f, r),
+            load=lambda out, f=file: load_dataclass(out / f, CheckpointScores), outputs=(file,)))
+    stages.append(_summary_stage(infos, names, [s.name for s in stages]))
+    return stages, prints
 
-    T = len(infos)
-    # the final checkpoint first: its codes Z_final are the targets of every other checkpoint's I_V
-    order = [T - 1] + list(range(T - 1))
-    results: dict[int, dict[str, np.ndarray]] = {}
-    Z_final: np.ndarray | None = None
-    timings: dict[str, float] = {}
-    stages: dict[str, dict[str, float]] = {}
-    for count, t in enumerate(order):
-        info, name = infos[t], names[t]
-        cache_path = cache_dir / f"{name}.npz"
-        key = _checkpoint_fingerprint(fingerprint, info)
-        cached = _load_cache(cache_path, key)
-        if cached is not None:
-            results[t] = cached
-            timings[name] = float(cached["seconds"])
-            stages[name] = json.loads(str(cached["stage_seconds"])) if "stage_seconds" in cached else {}
-            if t == T - 1:
-                Z_final = cached["codes"]
-            if progress:
-                print(f"[{count + 1}/{T}] {name}: cached")
-            continue
-        if progress:
-            print(f"[{count + 1}/{T}] {name} ({time_unit} {times[t]:g}): {info.path}")
-        start = time.perf_counter()
-        spec = load_spec(info.path)
-        acts = extract_activations(spec, probe_set, batch_size=config.batch_size, device=config.device,
-                                   num_workers=config.num_workers, progress=progress)
-        stage_seconds = {"load_and_activations": time.perf_counter() - start}
-        scores = score_features(acts, spec, run_config, progress=False)
-        stage_seconds.update(scores.timings)
-        t_iv = time.perf_counter()
-        K = np.asarray(scores.complexity.score)
-        gamma = np.asarray(scores.importance)
-        if t == T - 1:
-            Z_final = np.asarray(scores.codes, dtype=np.float32)
-        assert Z_final is not None
-        iv = complexity({name: acts.penultimate}, Z_final, n_folds=config.n_folds, seed=config.seed,
-                        device=config.device).per_layer[0]
-        stage_seconds["temporal_decoding"] = time.perf_counter() - t_iv
-        labels = np.asarray(acts.labels)
-        known = labels >= 0
-        top = top_features(gamma, fraction=config.top_fraction, min_top=config.min_top, rank_by=config.rank_by)
-        entry: dict[str, Any] = {
-            "fingerprint": np.array(key),
-            "complexity": K,
-            "importance": gamma,
-            "feature_class": np.asarray(scores.dictionary.feature_class),
-            "per_layer": np.asarray(scores.complexity.per_layer),
-            "layer_names": np.array(scores.complexity.layer_names),
-            "iv_final": np.asarray(iv),
-            "top": top,
-            "accuracy": np.array(float((acts.predictions[known] == labels[known]).mean()) if known.any() else np.nan),
-            "accuracy_kept": np.array(float(scores.fidelity.get("accuracy_kept", np.nan))),
-            "seconds": np.array(time.perf_counter() - start),
-            "stage_seconds": np.array(json.dumps({k: round(v, 3) for k, v in stage_seconds.items()})),
-        }
-        if t == T - 1:
-            entry["codes"] = Z_final
-        save_npz(cache_path, **entry)
-        results[t] = entry
-        timings[name] = float(entry["seconds"])
-        stages[name] = json.loads(str(entry["stage_seconds"]))
-        del spec, acts, scores
 
-    # ---- per-checkpoint table
-    rank_key = (lambda g: np.abs(g)) if config.rank_by == "abs" else (lambda g: g)
-    rows = []
-    for t, (info, name) in enumerate(zip(infos, names)):
-        r = results[t]
-        K, gamma, top = r["complexity"], r["importance"], r["top"]
-        rows.append({
-            "checkpoint": name,
-            "path": str(info.path),
-            "step": info.step if info.step is not None else -1,
-            "epoch": info.epoch if info.epoch is not None else np.nan,
-            "time": times[t],
-            "n_features": len(K),
-            "mean_complexity": float(np.mean(K)),
-            "top_mean_complexity": float(np.mean(K[top])),
-            "n_top": len(top),
-            "spearman_k_importance": spearman(K, rank_key(gamma)),
-            "spearman_k_signed_importance": spearman(K, gamma),
-            "spearman_k_abs_importance": spearman(K, np.abs(gamma)),
-            "accuracy": float(r["accuracy"]),
-            "accuracy_kept": float(r["accuracy_kept"]),
-            "mean_iv_final_features": float(np.mean(r["iv_final"])),
-            "seconds": float(r["seconds"]),
-        })
-    ckpt_frame = pd.DataFrame(rows)
+@dataclass
+class DynamicsResult:
+    """The dynamics summary: per-checkpoint rows, per-final-feature values and headline numbers."""
 
-    # ---- per-final-feature table
-    final = results[T - 1]
-    iv = np.stack([results[t]["iv_final"] for t in range(T)])  # (T, k_final)
+    checkpoints: "pd.DataFrame"
+    features: "pd.DataFrame"
+    iv: np.ndarray  # (T, k_final)
+    summary: dict[str, Any]
+    times: np.ndarray
+    time_unit: str
+
+
+def _summarise(ctx: Any, infos: Sequence["CheckpointInfo"], names: list[str], stage_names: list[str]) -> DynamicsResult:
+    import pandas as pd
+
+    cfg = ctx.config
+    results = [ctx[n] for n in stage_names]
+    times, unit = _training_times(infos)
+    rank_key = np.abs if cfg.rank_by == "abs" else (lambda g: g)
+    rows = [{"checkpoint": n, "path": str(c.path), "time": t, "n_features": len(r.complexity),
+             "mean_complexity": float(np.mean(r.complexity)), "top_mean_complexity": float(np.mean(r.complexity[r.top])),
+             "n_top": len(r.top), "spearman_k_importance": spearman(r.complexity, rank_key(r.importance)),
+             "spearman_k_signed_importance": spearman(r.complexity, r.importance),
+             "spearman_k_abs_importance": spearman(r.complexity, np.abs(r.importance)),
+             "accuracy": r.accuracy, "accuracy_kept": r.accuracy_kept, "mean_iv_final_features": float(np.mean(r.iv_final))}
+            for n, c, t, r in zip(names, infos, times, results)]
+    iv = np.stack([r.iv_final for r in results])
     A = temporal_decoding_score(iv)
-    first_time = first_decodable(iv, times, config.decodable_threshold)
-    first_index = first_decodable(iv, np.arange(T, dtype=np.float64), config.decodable_threshold)
-    fc = np.asarray(final["feature_class"])
-    feat = pd.DataFrame({
-        "feature": np.arange(len(A)),
-        "class": fc,
-        "class_name": [class_names[c] if class_names is not None and 0 <= c < len(class_names) else str(c)
-                       for c in fc],
-        "complexity": final["complexity"],
-        "importance": final["importance"],
-        "abs_importance": np.abs(final["importance"]),
-        "A": A,
-        f"first_decodable_{time_unit}": first_time,
-        "first_decodable_checkpoint": [names[int(i)] if np.isfinite(i) else None for i in first_index],
-    })
-    if time_unit != "epoch":  # the documented column name exists whatever the time unit
-        feat["first_decodable_epoch"] = np.nan
-    for name, row in zip(names, iv):
-        feat[f"iv_{name}"] = row
+    final_K = results[-1].complexity
+    first = first_decodable(iv, times, cfg.decodable_threshold)
+    feats = pd.DataFrame({"feature": np.arange(len(A)), "A": A, "first_decodable": first})
+    for n, row in zip(names, iv):
+        feats[f"iv_{n}"] = row
+    summary = {"n_checkpoints": len(infos), "time_unit": unit, "spearman_A_K": spearman(A, final_K),
+               "mean_A": float(np.mean(A)), "fraction_never_decodable": float(np.mean(~np.isfinite(first))),
+               "first": rows[0], "last": rows[-1], "rank_by": cfg.rank_by}
+    return DynamicsResult(pd.DataFrame(rows), feats, iv, summary, times, unit)
 
-    first, last = rows[0], rows[-1]
-    summary = {
-        "n_checkpoints": T,
-        "n_probe_images": len(probe_set),
-        "n_final_features": int(len(A)),
-        "time_unit": time_unit,
-        "spearman_A_K": spearman(A, final["complexity"]),
-        "mean_A": float(np.mean(A)),
-        "fraction_never_decodable": float(np.mean(~np.isfinite(first_time))),
-        "first": {k: first[k] for k in ("checkpoint", "time", "mean_complexity", "top_mean_complexity",
-                                         "spearman_k_importance", "accuracy")},
-        "last": {k: last[k] for k in ("checkpoint", "time", "mean_complexity", "top_mean_complexity",
-                                       "spearman_k_importance", "accuracy")},
-        "rank_by": config.rank_by,
-        "seconds_per_checkpoint": float(np.mean(list(timings.values()))),
+
+def _save_summary(res: DynamicsResult, out: Path) -> None:
+    from ..io import save_npy, write_json, write_parquet
+
+    write_parquet(out / "dynamics" / "checkpoints.parquet", res.checkpoints)
+    write_parquet(out / "dynamics" / "features.parquet", res.features)
+    save_npy(out / "dynamics" / "iv.npy", res.iv)
+    write_json(out / "dynamics.json", {"summary": res.summary, "times": res.times, "time_unit": res.time_unit})
+
+
+def _load_summary(out: Path) -> DynamicsResult:
+    import pandas as pd
+
+    from ..io import read_json
+
+    info = read_json(out / "dynamics.json")
+    return DynamicsResult(pd.read_parquet(out / "dynamics" / "checkpoints.parquet"),
+                          pd.read_parquet(out / "dynamics" / "features.parquet"), np.load(out / "dynamics" / "iv.npy"),
+                          info["summary"], np.asarray(info["times"], dtype=np.float64), info["time_unit"])
+
+
+def _summary_figures(res: DynamicsResult, ctx: Any) -> dict[str, Any]:
+    from ..stages import FigureSpec
+
+    c, final = res.checkpoints, ctx[f"checkpoint/{res.checkpoints['checkpoint'].iloc[-1]}"]
+    first = ctx[f"checkpoint/{c['checkpoint'].iloc[0]}"]
+    label = _top_label(ctx.config)
+    return {
+        "dynamics_mean_complexity": FigureSpec(
+            plot_mean_complexity(res.times, c["mean_complexity"], c["top_mean_complexity"], time_unit=res.time_unit,
+                                 top_label=label), "Complexity across training (paper Fig. 5B)",
+            "Mean K of each checkpoint's own features (black) and of its most important ones (red). The paper finds "
+            "the mean rising then plateauing, and the important features getting simpler ('sedimentation')."),
+        "dynamics_temporal_decoding": FigureSpec(
+            plot_temporal_decoding(res.features["A"].to_numpy(), final.complexity),
+            "When the final features become decodable (paper Fig. 5A)",
+            "Temporal decoding score A = 1 − mean over checkpoints of I_V(penultimate_t → z) against K: complex "
+            "features should become available later in training (positive correlation)."),
+        "dynamics_complexity_importance": FigureSpec(
+            plot_complexity_importance_over_training(first.complexity, first.importance, final.complexity,
+                                                     final.importance, signed=ctx.config.rank_by == "signed",
+                                                     labels=(f"first checkpoint ({c['checkpoint'].iloc[0]})",
+                                                             f"last checkpoint ({c['checkpoint'].iloc[-1]})")),
+            "Complexity against importance, first and last checkpoint (paper Fig. 6)",
+            "No relation at the start of training; by the end, important features are simple."),
     }
 
-    # ---- outputs (each atomic)
-    write_parquet(out / "dynamics_checkpoints.parquet", ckpt_frame)
-    write_parquet(out / "dynamics_features.parquet", feat)
-    figs = out / "figures"
-    save_figure(figs / "mean_complexity.png",
-                plot_mean_complexity(times, ckpt_frame["mean_complexity"], ckpt_frame["top_mean_complexity"],
-                                     time_unit=time_unit, top_label=_top_label(config)))
-    save_figure(figs / "temporal_decoding.png", plot_temporal_decoding(A, final["complexity"]))
-    save_figure(figs / "complexity_importance_training.png",
-                plot_complexity_importance_over_training(
-                    results[0]["complexity"], results[0]["importance"],
-                    final["complexity"], final["importance"],
-                    labels=(f"{names[0]} ({time_unit} {times[0]:g})", f"{names[-1]} ({time_unit} {times[-1]:g})"),
-                    signed=config.rank_by == "signed"))
-    write_json(out / "dynamics.json", {
-        "summary": summary,
-        "config": asdict(config),
-        "versions": package_versions(),
-        "probe": probe_set.describe() if callable(getattr(probe_set, "describe", None)) else {"n_images": len(probe_set)},
-        "checkpoints": [{"name": n, "path": str(c.path), "step": c.step, "epoch": c.epoch,
-                         "order_source": c.order_source} for n, c in zip(names, infos)],
-        "seconds_per_checkpoint": timings,
-        "seconds_per_stage": stages,
-        "fingerprint": fingerprint,
-    })
-    return DynamicsResult(out_dir=out, checkpoints=ckpt_frame, features=feat, iv=iv, summary=summary)
+
+def _summary_stage(infos: Sequence["CheckpointInfo"], names: list[str], stage_names: list[str]) -> Any:
+    from ..stages import Stage
+
+    return Stage("dynamics", lambda ctx: _summarise(ctx, infos, names, stage_names), needs=tuple(stage_names),
+                 settings=("decodable_threshold", "rank_by"), save=_save_summary, load=_load_summary,
+                 outputs=("dynamics.json",), section="when", figures=_summary_figures,
+                 columns=lambda r: {"A": r.features["A"].to_numpy(),
+                                    "first_decodable": r.features["first_decodable"].to_numpy()})
 
 
-def _top_label(config: DynamicsConfig) -> str:
+def _top_label(config: Any) -> str:
     by = "|Γ|" if config.rank_by == "abs" else "Γ"
     return f"top {config.top_fraction:.0%} by {by} (≥ {config.min_top})"
 

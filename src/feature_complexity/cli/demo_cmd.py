@@ -2,7 +2,9 @@
 
 Generate a Trifeature-style dataset, train a small ResNet on it on the CPU for a few epochs
 (keeping checkpoints), analyse the final model, score the generating factors as planted ground
-truth, follow complexity across the checkpoints, and write ``runs/demo/report.html``.
+truth, follow complexity across the checkpoints, and write ``runs/demo/report.html``. Every
+step is a stage of the same loop as ``run``: rerunning resumes, a changed setting is refused
+unless --overwrite.
 """
 
 from __future__ import annotations
@@ -10,138 +12,112 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
-import numpy as np
+from ._common import Formatter, apply_threads, check_device, check_out_dir
 
 __all__ = ["register", "run_demo"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("demo", help="run everything on the built-in generated dataset (no download)",
-                              description=__doc__)
-    p.add_argument("--out", default="runs/demo", help="the run folder (default runs/demo)")
-    p.add_argument("--train-images", type=int, default=8000)
-    p.add_argument("--probe-images", type=int, default=2000)
-    p.add_argument("--epochs", type=int, default=8)
+                              description=__doc__, formatter_class=Formatter)
+    p.add_argument("--out", default="runs/demo", help="the run folder")
+    p.add_argument("--train-images", type=int, default=8000, help="generated training images")
+    p.add_argument("--probe-images", type=int, default=2000, help="generated probe images (analysed)")
+    p.add_argument("--epochs", type=int, default=8, help="training epochs")
     p.add_argument("--target", default="shape", help="shape, color, texture or a combination like shape+color")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data, the training and the analysis")
+    p.add_argument("--controls", nargs="*", default=["random-init"], choices=["random-init"],
+                   help="control runs for the findings (pass --controls with nothing to skip them)")
     p.add_argument("--no-dynamics", action="store_true", help="skip the analysis across checkpoints")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=lambda args: run_demo(
-        args.out, train_images=args.train_images, probe_images=args.probe_images, epochs=args.epochs,
-        target=args.target, seed=args.seed, device=args.device, dynamics=not args.no_dynamics,
-        progress=not args.quiet) and 0)
+    p.add_argument("--overwrite", action="store_true", help="recompute results made with other settings")
+    e = p.add_argument_group("execution")
+    e.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 …")
+    e.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
+    e.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy machine)")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_demo)
 
 
-def factor_complexity(layers: dict, penultimate: np.ndarray, source, *, n_folds: int = 5,
-                      seed: int = 0) -> dict[str, dict]:
-    """Complexity of the dataset's generating factors (planted ground truth).
-
-    For each factor (its one-hot columns, for a categorical factor): ``complexity``, the mean
-    ``K`` over its columns; ``per_layer``, its mean decodability curve ``I_V(f_l -> factor)``; and
-    ``kept``, its ``I_V`` from the penultimate layer, i.e. how much of it the model still holds
-    at the end. ``K`` mixes how *early* a factor is decodable with whether the model *keeps* it:
-    a shape classifier trained to convergence discards colour in its last blocks, which raises
-    colour's ``K`` although colour is the factor best decodable at the first block.
-
-    Args:
-        layers: ``{block: (n_images, C_l)}`` pooled block outputs.
-        penultimate: ``(n_images, d)`` penultimate activations.
-        source: the generated :class:`~feature_complexity.data.ImageSource` (with ``factors``).
-    """
-    from feature_complexity.complexity import complexity
-    from feature_complexity.data import factor_values
-
-    out = {}
-    for name, values in factor_values(source).items():
-        values = np.asarray(values, dtype=np.float64)
-        if values.ndim == 1:
-            values = values[:, None]
-        values = values[:, values.std(axis=0) > 0]
-        res = complexity({**layers, "penultimate": penultimate}, values, n_folds=n_folds, seed=seed)
-        per_layer = res.per_layer[:-1].mean(axis=1)  # the blocks only, as for the model's features
-        out[name] = {"complexity": float(1.0 - per_layer.mean()),
-                     "per_layer": per_layer.tolist(),
-                     "kept": float(res.per_layer[-1].mean()),
-                     "layer_names": res.layer_names[:-1]}
-    return out
+def _demo(args: argparse.Namespace) -> int:
+    apply_threads(args)
+    check_device(args.device)
+    out = check_out_dir(args.out)
+    run_demo(out, train_images=args.train_images, probe_images=args.probe_images, epochs=args.epochs,
+             target=args.target, seed=args.seed, device=args.device, workers=args.workers,
+             controls=tuple(args.controls), dynamics=not args.no_dynamics, overwrite=args.overwrite,
+             progress=not args.quiet)
+    return 0
 
 
 def run_demo(out: str | Path = "runs/demo", *, train_images: int = 8000, probe_images: int = 2000,
-             epochs: int = 8, target: str = "shape", seed: int = 0, device: str = "cpu",
-             dynamics: bool = True, progress: bool = True) -> Path:
-    """Run the built-in demo end to end; returns the run folder."""
-    from feature_complexity.activations import Activations
+             epochs: int = 8, target: str = "shape", seed: int = 0, device: str = "cpu", workers: int = 0,
+             controls: tuple[str, ...] = ("random-init",), dynamics: bool = True, overwrite: bool = False,
+             progress: bool = True) -> Any:
+    """Run the built-in demo end to end; returns the :class:`~feature_complexity.pipeline.RunResult`."""
+    from feature_complexity.config import RunConfig
     from feature_complexity.data import trifeature
-    from feature_complexity.io import read_json, save_figure, write_json
-    from feature_complexity.models.registry import build_model
-    from feature_complexity.pipeline import RunConfig, run_analysis
-    from feature_complexity.report.figures import factor_complexity_figure
-    from feature_complexity.train import TrainConfig, list_checkpoints, train
+    from feature_complexity.pipeline import run_analysis
+    from feature_complexity.train import load_weights
 
     out = Path(out)
     started = time.perf_counter()
     targets = target.split("+") if "+" in target else target
     train_set = trifeature(train_images, target=targets, seed=seed)
     probe_set = trifeature(probe_images, target=targets, seed=seed + 1)
-    n_classes = len(train_set.classes)
 
-    def new_spec():
+    def new_spec() -> Any:
+        from feature_complexity.models.registry import build_model
+
         # a stride-2 stem halves the cost of every block: the demo trains in about a minute
-        spec = build_model("small-resnet", num_classes=n_classes, stem_stride=2, seed=seed)
+        spec = build_model("small-resnet", num_classes=len(train_set.classes), stem_stride=2, seed=seed)
         spec.class_names = list(train_set.classes)
         return spec
 
+    status, checkpoints = _train(out, new_spec, train_set, probe_set, epochs, seed, device, workers,
+                                 overwrite, progress)
     spec = new_spec()
-    t0 = time.perf_counter()
-    checkpoints = train(spec, train_set, out / "training",
-                        TrainConfig(epochs=epochs, seed=seed, device=device, batch_size=64, lr=0.1),
-                        eval_set=probe_set, progress=progress)
-    train_seconds = time.perf_counter() - t0
-    # the trained weights live in the last checkpoint: record it so the model can be rebuilt
-    spec.build_args["checkpoint"] = str(Path(checkpoints[-1]).resolve())
+    load_weights(spec, checkpoints[-1].path)
+    spec.build_args["checkpoint"] = str(Path(checkpoints[-1].path).resolve())
+    extra, prints = _dynamics(checkpoints, new_spec) if dynamics else ([], {})
+    config = RunConfig(seed=seed, device=device, num_workers=workers, controls=controls)
+    result = run_analysis(
+        spec, probe_set, out, config, model_info={"name": "small-resnet", "checkpoint": spec.build_args["checkpoint"],
+                                                  "num_classes": spec.num_classes},
+        data_info=probe_set.describe(), extra_stages=extra, extra_fingerprints=prints, overwrite=overwrite,
+        manifest_extra={"stages": status, "demo": {"train_images": train_images, "probe_images": probe_images,
+                                                   "epochs": epochs, "target": target}},
+        progress=progress)
+    from .run_cmd import print_summary
 
-    config = RunConfig(seed=seed, device=device, n_atoms_per_class=10)
-    data_info = probe_set.describe()
-    model_info = {"name": "small-resnet", "checkpoint": str(Path(checkpoints[-1]).resolve()),
-                  "num_classes": n_classes}
-    run_analysis(spec, probe_set, out, config, model_info=model_info, data_info=data_info,
-                 report=False, progress=progress)
-
-    # Planted ground truth: how complex are the factors that generated the images?
-    t0 = time.perf_counter()
-    acts = Activations.load(out / "activations")
-    factors = factor_complexity(acts.layers, acts.penultimate, probe_set, seed=seed)
-    write_json(out / "factors.json", {"target": target, "factors": factors})
-    save_figure(out / "figures" / "factors.png", factor_complexity_figure(factors))
-    factor_seconds = time.perf_counter() - t0
-
-    dyn_seconds = 0.0
-    if dynamics:
-        from feature_complexity.analyses.dynamics import DynamicsConfig, run_dynamics
-
-        t0 = time.perf_counter()
-        run_dynamics(list_checkpoints(out / "training" / "checkpoints"), new_spec, probe_set,
-                     out / "dynamics", DynamicsConfig(seed=seed, device=device), progress=progress)
-        dyn_seconds = time.perf_counter() - t0
-
-    manifest = read_json(out / "manifest.json")
-    manifest["timings"].update({"train": round(train_seconds, 3), "factors": round(factor_seconds, 3),
-                                "dynamics": round(dyn_seconds, 3)})
-    manifest["demo"] = {"train_images": train_images, "probe_images": probe_images, "epochs": epochs,
-                        "target": target}
-    write_json(out / "manifest.json", manifest)
-    from feature_complexity.report.html import build_report
-
-    t0 = time.perf_counter()
-    build_report(out, spec=spec, dataset=probe_set, device=device, progress=progress)
-    manifest["timings"]["report"] = round(time.perf_counter() - t0, 3)
-    manifest["timings"]["demo_total"] = round(time.perf_counter() - started, 3)
-    write_json(out / "manifest.json", manifest)
-    print(f"\ndemo finished in {manifest['timings']['demo_total']:.0f} s -> {out}")
-    print("factor complexity (planted ground truth, lower = simpler; kept = I_V at the penultimate layer): "
-          + ", ".join(f"{k} {v['complexity']:.3f} (kept {v['kept']:.2f})" for k, v in factors.items()))
+    print_summary(result)
+    print(f"\ndemo finished in {time.perf_counter() - started:.0f} s -> {out}")
     if (out / "report.html").exists():
         print(f"open {out / 'report.html'} in a browser")
-    return out
+    return result
+
+
+def _train(out: Path, new_spec: Any, train_set: Any, probe_set: Any, epochs: int, seed: int, device: str,
+           workers: int, overwrite: bool, progress: bool) -> tuple[dict[str, Any], list[Any]]:
+    """Phase one of the demo: the training stage (its checkpoints feed the analysis)."""
+    from feature_complexity.fingerprints import digest_of
+    from feature_complexity.pipeline import run_stages_of
+    from feature_complexity.stages import Context
+    from feature_complexity.train import TrainConfig, train_stage
+
+    tcfg = TrainConfig(epochs=epochs, seed=seed, device=device, batch_size=64, lr=0.1, num_workers=workers)
+    tcfg.validate()
+    stage = train_stage(new_spec, train_set, eval_set=probe_set)
+    ctx = Context(config=tcfg, out=out, progress=progress, overwrite=overwrite,
+                  fingerprints={"train_data": train_set.fingerprint(),
+                                "init": digest_of(["small-resnet", "stem_stride=2", len(train_set.classes), seed])})
+    manifest: dict[str, Any] = {}
+    status = run_stages_of([stage], ctx, manifest)
+    return status, ctx["train"]
+
+
+def _dynamics(checkpoints: list[Any], new_spec: Any) -> tuple[list[Any], dict[str, str]]:
+    from feature_complexity.analyses.dynamics import dynamics_stages
+
+    return dynamics_stages(checkpoints, new_spec)

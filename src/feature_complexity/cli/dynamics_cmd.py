@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_data_arguments, add_execution_arguments, apply_threads, open_data
+from ._common import (
+    Formatter,
+    add_analysis_arguments,
+    add_data_arguments,
+    add_execution_arguments,
+    apply_threads,
+    check_device,
+    check_out_dir,
+    config_from_args,
+)
 
 __all__ = ["register"]
 
@@ -12,55 +21,53 @@ __all__ = ["register"]
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "dynamics", help="complexity across training: per-checkpoint features, temporal decoding score",
-        description="For each checkpoint, extract features on the probe images and score their "
-        "complexity and importance; for each feature of the final checkpoint, its V-information "
-        "from every checkpoint's penultimate layer (temporal decoding score A). Rerunning the same "
-        "command skips the checkpoints already analysed.",
-    )
+        description="Analyse the LAST checkpoint as `run` does, and every checkpoint: its own features' complexity "
+        "and importance, and the V-information of the final features from its penultimate layer (temporal "
+        "decoding score A). Rerunning the same command skips the checkpoints already scored.",
+        formatter_class=Formatter)
     p.add_argument("--checkpoints", required=True, nargs="+",
-                   help="a folder of checkpoints (e.g. runs/train-r20/checkpoints) or a list of files")
-    p.add_argument("--model", default=None,
-                   help="the architecture (default: the model name recorded in the checkpoints)")
-    add_data_arguments(p, generated_seed=1, generated_default=2000)
-    p.add_argument("--out", required=True, help="the output folder")
-    g = p.add_argument_group("features and scores")
-    g.add_argument("--atoms-per-class", type=int, default=10, help="atoms per class (paper: 10)")
-    g.add_argument("--class-source", choices=["auto", "label", "prediction"], default="auto")
-    g.add_argument("--top-fraction", type=float, default=0.01, help="fraction of most important features (paper: 0.01)")
-    g.add_argument("--min-top", type=int, default=5, help="at least this many features in the top group")
-    g.add_argument("--rank-by", choices=["abs", "signed"], default="abs", help="rank importance by |Γ| or Γ")
-    g.add_argument("--threshold", type=float, default=0.5, help="I_V at which a feature counts as decodable")
-    g.add_argument("--folds", type=int, default=5)
-    g.add_argument("--seed", type=int, default=0)
-    add_execution_arguments(p, batch_size=256)
+                   help="a training run folder (feature-complexity train --out), a folder of checkpoints, or files")
+    p.add_argument("--model", default=None, help="the architecture (default: the name recorded in the checkpoints)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow full unpickling of checkpoints the safe loader refuses (runs code from the files)")
+    add_data_arguments(p, default_limit=2000)
+    p.add_argument("--out", required=True, help="the run folder")
+    add_analysis_arguments(p)
+    d = p.add_argument_group("dynamics")
+    d.add_argument("--top-fraction", type=float, default=0.01, help="fraction of most important features (paper: 1 %%)")
+    d.add_argument("--min-top", type=int, default=5, help="at least this many features in the top group")
+    d.add_argument("--rank-by", choices=["abs", "signed"], default="abs", help="rank importance by |Γ| or Γ")
+    d.add_argument("--decodable-threshold", type=float, default=0.5, help="I_V at which a feature counts as decodable")
+    add_execution_arguments(p)
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    apply_threads(args)
-    from feature_complexity.analyses.dynamics import DynamicsConfig, _spec_loader, run_dynamics
-    from feature_complexity.train import list_checkpoints
+    from feature_complexity.analyses.dynamics import _resolve_checkpoints, dynamics_stages, spec_loader
+    from feature_complexity.pipeline import run_analysis
 
-    config = DynamicsConfig(
-        n_atoms_per_class=args.atoms_per_class, class_source=args.class_source,
-        top_fraction=args.top_fraction, min_top=args.min_top, rank_by=args.rank_by,
-        decodable_threshold=args.threshold, n_folds=args.folds, seed=args.seed,
-        batch_size=args.batch_size, device=args.device, num_workers=args.workers,
-    )
-    config.validate()
-    infos = list_checkpoints(args.checkpoints[0] if len(args.checkpoints) == 1 else args.checkpoints)
-    # the final model fixes the preprocessing of the probe images
-    spec = _spec_loader(args.model)(infos[-1].path)
-    probe = open_data(args, spec, train=False, generated_default=2000)
-    result = run_dynamics(infos, args.model, probe, args.out, config, progress=not args.quiet)
-    s = result.summary
-    print(f"\ndynamics folder: {result.out_dir}")
-    print(f"{s['n_checkpoints']} checkpoints, {s['n_final_features']} final features, "
-          f"{s['seconds_per_checkpoint']:.1f} s per checkpoint")
-    print(f"Spearman(A, K) = {s['spearman_A_K']:.3f}")
+    from .run_cmd import prepare_data, print_summary
+
+    apply_threads(args)
+    args.extra_config = {"top_fraction": args.top_fraction, "min_top": args.min_top, "rank_by": args.rank_by,
+                         "decodable_threshold": args.decodable_threshold}
+    config = config_from_args(args)
+    check_device(config.device)
+    out = check_out_dir(args.out)
+    infos = _resolve_checkpoints(args.checkpoints[0] if len(args.checkpoints) == 1 else args.checkpoints,
+                                 args.trust_checkpoint)
+    spec = spec_loader(args.model, trust=args.trust_checkpoint)(infos[-1].path)  # the final model
+    probe = prepare_data(args, spec, config)
+    stages, prints = dynamics_stages(infos, args.model, trust=args.trust_checkpoint)
+    result = run_analysis(spec, probe, out, config, data_info=probe.describe(), extra_stages=stages,
+                          extra_fingerprints=prints, report=not args.no_report, overwrite=args.overwrite,
+                          model_info={"name": spec.name, "checkpoint": str(infos[-1].path.resolve())},
+                          progress=not args.quiet)
+    print_summary(result)
+    s = result["dynamics"].summary
+    print(f"{s['n_checkpoints']} checkpoints; Spearman(A, K) = {s['spearman_A_K']:.3f}")
     for key in ("first", "last"):
         r = s[key]
-        print(f"{key:5s} {r['checkpoint']}: mean K {r['mean_complexity']:.3f}, top mean K "
-              f"{r['top_mean_complexity']:.3f}, Spearman(K, importance) {r['spearman_k_importance']:.3f}, "
-              f"accuracy {r['accuracy']:.3f}")
+        print(f"{key:5s} {r['checkpoint']}: mean K {r['mean_complexity']:.3f}, top mean K {r['top_mean_complexity']:.3f}, "
+              f"Spearman(K, importance) {r['spearman_k_importance']:.3f}, accuracy {r['accuracy']:.3f}")
     return 0
