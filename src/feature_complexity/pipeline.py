@@ -201,6 +201,7 @@ def run_analysis(
 
     config = (config or RunConfig()).validate()
     comm = comm or current()
+    progress = progress and comm.is_main  # one set of bars and messages, from rank 0
     out = Path(out_dir) if out_dir is not None else None
     inputs = {"spec": spec, "probe": dataset, "fit": fit_dataset, "class_names": spec.class_names,
               **(extra_inputs or {})}

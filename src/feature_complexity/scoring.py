@@ -18,12 +18,13 @@ import numpy as np
 
 from .io import load_dataclass, read_json, save_dataclass, save_npy, write_json
 from .stages import Context, FigureSpec, Stage
+from .store import RowStore
 
 if TYPE_CHECKING:
     from .complexity import ComplexityResult
     from .features.base import Dictionary
 
-__all__ = ["CORE_STAGES", "has_head", "image_classes", "head_of"]
+__all__ = ["CORE_STAGES", "has_head", "image_classes", "head_of", "shard"]
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -43,11 +44,15 @@ def image_classes(ctx: Context) -> np.ndarray:
     return ctx["activations"].image_classes(ctx.config.class_source)
 
 
-def _my_rows(n: int, ctx: Context) -> np.ndarray:
-    """This process's share of ``n`` images: contiguous chunks of 1024, dealt round-robin."""
-    chunks = np.arange(0, n, 1024)
-    mine = chunks[ctx.comm.rank::ctx.comm.world]
-    return np.concatenate([np.arange(s, min(s + 1024, n)) for s in mine]) if mine.size else np.zeros(0, int)
+def shard(ctx: Context, *arrays: Any) -> list[Any]:
+    """This process's rows of ``arrays`` (one row per image): all of them in one process (memory
+    maps stay maps); with several, contiguous chunks of 1024 images dealt round-robin."""
+    if ctx.comm.world == 1:
+        return list(arrays)
+    n = arrays[0].shape[0]
+    starts = np.arange(0, n, 1024)[ctx.comm.rank::ctx.comm.world]
+    rows = np.concatenate([np.arange(a, min(a + 1024, n)) for a in starts]) if starts.size else np.zeros(0, int)
+    return [np.asarray(a[rows]) for a in arrays]
 
 
 # ---------------------------------------------------------------------------------- activations
@@ -89,15 +94,42 @@ def _fit_rows(ctx: Context) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _dictionary(ctx: Context) -> "Dictionary":
+    """The dictionary; with several processes each fits its share of the classes (a class's
+    atoms do not depend on which other classes are fitted beside it) and the blocks are merged
+    in class order, so the result is the one-process dictionary."""
     from .features import fit_dictionary
 
-    cfg = ctx.config
+    cfg, comm = ctx.config, ctx.comm
     A, classes = _fit_rows(ctx)
     spec = ctx.inputs.get("spec")
     n_classes = spec.num_classes if spec is not None and spec.num_classes else None
-    return fit_dictionary(A, classes, cfg.n_atoms_per_class, method=cfg.dictionary, learner=cfg.learner,
-                          n_atoms=cfg.n_atoms, n_classes=n_classes, seed=cfg.seed, max_iter=cfg.nmf_max_iter,
-                          device=cfg.device, progress=ctx.progress)
+
+    def fit(rows: np.ndarray | slice) -> "Dictionary":
+        return fit_dictionary(np.asarray(A[rows]), classes[rows], cfg.n_atoms_per_class, method=cfg.dictionary,
+                              learner=cfg.learner, n_atoms=cfg.n_atoms, n_classes=n_classes, seed=cfg.seed,
+                              max_iter=cfg.nmf_max_iter, device=cfg.device, progress=ctx.progress and comm.is_main)
+
+    if comm.world == 1:
+        return fit(slice(None))
+    if cfg.dictionary != "per_class":  # one problem: one process fits it
+        return comm.broadcast_object(fit(slice(None)) if comm.is_main else None)
+    mine = np.unique(classes)[comm.rank::comm.world]
+    rows = np.flatnonzero(np.isin(classes, mine))
+    part = (fit(rows), float(np.sum(np.square(A[rows], dtype=np.float64)))) if rows.size else None
+    return _merge_dictionaries([p for p in comm.all_gather_object(part) if p is not None])
+
+
+def _merge_dictionaries(parts: list[tuple["Dictionary", float]]) -> "Dictionary":
+    """Per-class dictionaries of disjoint classes as one, in class order."""
+    from dataclasses import replace
+
+    D = np.concatenate([p.D for p, _ in parts])
+    fc = np.concatenate([p.feature_class for p, _ in parts])
+    order = np.argsort(fc, kind="stable")
+    norm2 = sum(n for _, n in parts)
+    sq = sum((p.reconstruction_error ** 2) * n for p, n in parts)
+    return replace(parts[0][0], D=D[order], feature_class=fc[order],
+                   reconstruction_error=float(np.sqrt(sq / norm2)) if norm2 > 0 else 0.0)
 
 
 def _load_dictionary(out: Path) -> "Dictionary":
@@ -114,19 +146,34 @@ DICTIONARY = Stage(
     "dictionary", _dictionary, needs=("activations",), optional=("fit_samples",),
     settings=("dictionary", "learner", "n_atoms_per_class", "n_atoms", "class_source", "seed", "nmf_max_iter"),
     save=lambda d, out: d.save(out / "dictionary.npz"), load=_load_dictionary, outputs=("dictionary.npz",),
-    columns=_dictionary_columns)
+    collective=True, columns=_dictionary_columns)
 
 
 # ---------------------------------------------------------------------------------- codes
 def _codes(ctx: Context) -> np.ndarray:
-    """``Z (n_images, k)`` float32 (the precision the run folder stores)."""
+    """``Z (n_images, k)`` float32, encoded chunk by chunk (each process its share of the chunks;
+    an interrupted encoding resumes from its finished chunks)."""
+    from tqdm.auto import tqdm
+
     cfg, d = ctx.config, ctx["dictionary"]
     A = ctx["activations"].penultimate
-    options: dict[str, Any] = {"device": cfg.device, "tol": cfg.nnls_tol, "max_iter": cfg.nnls_max_iter,
-                               "progress": ctx.progress}
+    options: dict[str, Any] = {"device": cfg.device, "tol": cfg.nnls_tol, "max_iter": cfg.nnls_max_iter}
     if cfg.codes == "per_class":
         options["blocks"] = d.feature_class
-    return np.asarray(d.encode(np.asarray(A), **options), dtype=np.float32)
+    if ctx.out is None:
+        return np.asarray(d.encode(np.asarray(A), **options), dtype=np.float32)
+    store = RowStore(ctx.workdir("codes", ctx.out / "codes"))  # type: ignore[arg-type]
+    if ctx.comm.is_main:
+        store.allocate(A.shape[0], {"Z": (d.n_atoms, "float32")})
+    ctx.comm.barrier()
+    Z = store.open("r+")["Z"]
+    todo = store.todo(ctx.comm.rank, ctx.comm.world)
+    for c in tqdm(todo, desc="codes", unit="chunk", disable=not (ctx.progress and ctx.comm.is_main)):
+        a, b = store.chunk_rows(c)
+        Z[a:b] = d.encode(np.asarray(A[a:b]), **options)
+        store.mark_done(c, [Z])
+    ctx.comm.barrier()
+    return store.open("r")["Z"]
 
 
 def _code_columns(Z: np.ndarray) -> dict[str, Any]:
@@ -135,8 +182,8 @@ def _code_columns(Z: np.ndarray) -> dict[str, Any]:
 
 CODES = Stage(
     "codes", _codes, needs=("activations", "dictionary"), settings=("codes", "nnls_tol", "nnls_max_iter"),
-    save=lambda Z, out: save_npy(out / "codes.npy", Z), load=lambda out: np.load(out / "codes.npy", mmap_mode="r"),
-    outputs=("codes.npy",), columns=_code_columns)
+    save=lambda Z, out: None, load=lambda out: RowStore(out / "codes").open("r")["Z"],
+    outputs=("codes/layout.json",), collective=True, columns=_code_columns)
 
 
 # ---------------------------------------------------------------------------------- fidelity
@@ -144,14 +191,15 @@ def _fidelity(ctx: Context) -> dict[str, Any]:
     from .features import fidelity
 
     acts, d = ctx["activations"], ctx["dictionary"]
-    return fidelity(np.asarray(acts.penultimate), np.asarray(ctx["codes"]), d.D, head_of(ctx),
-                    labels=np.asarray(acts.labels), decode=d.decode)
+    A, Z, labels = shard(ctx, acts.penultimate, ctx["codes"], acts.labels)
+    return fidelity(A, Z, d.D, head_of(ctx), labels=np.asarray(labels), decode=d.decode,
+                    comm=ctx.comm if ctx.comm.world > 1 else None)
 
 
 FIDELITY = Stage(
     "fidelity", _fidelity, needs=("activations", "dictionary", "codes"), inputs=("model",), applies=has_head,
     save=lambda f, out: write_json(out / "fidelity.json", f), load=lambda out: read_json(out / "fidelity.json"),
-    outputs=("fidelity.json",))
+    outputs=("fidelity.json",), collective=True)
 
 
 # ---------------------------------------------------------------------------------- complexity
@@ -208,8 +256,10 @@ def _importance(ctx: Context) -> np.ndarray:
     from .importance import importance
 
     d = ctx["dictionary"]
-    return importance(np.asarray(ctx["codes"]), d.D, head_of(ctx), feature_class=d.feature_class,
-                      image_class=image_classes(ctx), device=ctx.config.device, decode=d.decode)
+    Z, classes = shard(ctx, ctx["codes"], image_classes(ctx))
+    return importance(np.asarray(Z), d.D, head_of(ctx), feature_class=d.feature_class, image_class=classes,
+                      device=ctx.config.device, decode=d.decode,
+                      reduce=ctx.comm.sum_array if ctx.comm.world > 1 else None)
 
 
 def _importance_columns(gamma: np.ndarray) -> dict[str, Any]:
@@ -229,7 +279,8 @@ IMPORTANCE = Stage(
     "importance", _importance, needs=("activations", "dictionary", "codes"), optional=("complexity",),
     settings=("class_source",), inputs=("model",), applies=has_head,
     save=lambda g, out: save_npy(out / "importance.npy", g), load=lambda out: np.load(out / "importance.npy"),
-    outputs=("importance.npy",), section="importance", figures=_importance_figures, columns=_importance_columns)
+    outputs=("importance.npy",), collective=True, section="importance", figures=_importance_figures,
+    columns=_importance_columns)
 
 def _core() -> tuple[Stage, ...]:
     from .fitset import FIT_SAMPLES

@@ -86,6 +86,9 @@ class Stage:
         version: bump when the code changes the numbers (old records become stale).
         collective: every rank takes part in ``compute`` (sums over images); else only rank 0
             computes and saves, and the other ranks load the result when they need it.
+        spread: independent stages of this kind (the dynamics checkpoints) are dealt round-robin
+            to the ranks, each computing and saving its own; a later stage that needs them waits
+            for all. Must save.
         section: the report section the stage's figures and tables belong to, or ``None``.
         figures: ``(result, ctx) -> {name: FigureSpec}``, drawn after ``compute`` (rank 0).
         columns: ``result -> {column: (k,) array}``, per-feature columns of ``features.parquet``.
@@ -103,6 +106,7 @@ class Stage:
     applies: Callable[["Context"], bool] | None = None
     version: int = 1
     collective: bool = False
+    spread: bool = False
     section: str | None = None
     figures: Callable[[Any, "Context"], dict[str, FigureSpec]] | None = None
     columns: Callable[[Any], dict[str, Any]] | None = None
@@ -331,15 +335,27 @@ def run_stages(stages: Sequence[Stage], ctx: Context, *, manifest: dict[str, Any
     manifest = manifest if manifest is not None else {}
     # stages of an earlier phase of the same run (the demo's training) stay in the record
     recorded = manifest.setdefault("stages", {})
+    pending: set[str] = set()  # spread stages computed since the last barrier, maybe elsewhere
+    dealt = 0
     for name, reuse in plan:
         stage = by_name[name]
         if reuse:
             record = _read_record(ctx.out, name) if ctx.out is not None else None
             status[name] = recorded[name] = {"status": "reused", "seconds": (record or {}).get("seconds")}
             continue
+        if pending and not (stage.spread and ctx.out is not None):
+            ctx.comm.barrier()  # every rank reaches this point: the plan is the same everywhere
+            pending.clear()
+        if stage.spread and ctx.out is not None and ctx.comm.world > 1:
+            owner, dealt = dealt % ctx.comm.world, dealt + 1
+            status[name] = recorded[name] = _compute_spread(stage, ctx, materials[name], owner)
+            pending.add(name)
+            continue
         status[name] = recorded[name] = _compute(stage, ctx, materials[name])
         if ctx.comm.is_main:
             ctx.log(f"[{name}] done in {status[name]['seconds']:.1f} s")
+    if pending:
+        ctx.comm.barrier()
         if ctx.out is not None and ctx.comm.is_main:
             write_json(ctx.out / "manifest.json", manifest)
     return status
@@ -398,6 +414,21 @@ def _compute(stage: Stage, ctx: Context, material: dict[str, Any]) -> dict[str, 
             "key": ctx.keys[stage.name], "material": material, "seconds": seconds,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "processes": comm.world})
     return {"status": "computed", "seconds": seconds}
+
+
+def _compute_spread(stage: Stage, ctx: Context, material: dict[str, Any], owner: int) -> dict[str, Any]:
+    """One of a run of independent stages: rank ``owner`` computes, saves and records it."""
+    if ctx.comm.rank != owner:
+        return {"status": "computed", "rank": owner}
+    started = time.perf_counter()
+    assert ctx.out is not None and stage.save is not None, f"spread stage '{stage.name}' must save"
+    stage.save(stage.compute(ctx), ctx.out)
+    seconds = round(time.perf_counter() - started, 3)
+    write_json(_record_path(ctx.out, stage.name), {
+        "key": ctx.keys[stage.name], "material": material, "seconds": seconds,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "processes": ctx.comm.world, "rank": owner})
+    ctx.log(f"[{stage.name}] done in {seconds:.1f} s (rank {owner})")
+    return {"status": "computed", "seconds": seconds, "rank": owner}
 
 
 def _save_figures(stage: Stage, figures: dict[str, FigureSpec], out: Path) -> None:

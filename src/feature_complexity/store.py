@@ -4,7 +4,8 @@ A :class:`RowStore` is a folder of raw C-order arrays with one row per image, wr
 chunk (``chunk`` rows) and read back as ``np.memmap``:
 
     <folder>/layout.json        n_rows, chunk, {array: [width, dtype]}, and the caller's meta
-    <folder>/<array>.bin        (n_rows, width) raw, preallocated in full before the first write
+    <folder>/<array>.npy        (n_rows, width), a standard .npy file (``np.load(path, mmap_mode="r")``)
+                                with a 4 KiB header, preallocated in full before the first write
     <folder>/done/<chunk>       one empty marker per finished chunk, written after its rows are flushed
 
 Why this shape:
@@ -12,8 +13,8 @@ Why this shape:
 - **Resume with any number of processes**: a chunk is done or not, whoever wrote it; every
   process takes the chunks ``rank, rank + world, …`` that are not done (:meth:`todo`).
 - **Disjoint writes**: with ``chunk`` a multiple of 1024 rows and 4- or 8-byte values, every
-  chunk starts on a page boundary (no header), so processes on different nodes never write the
-  same page of a shared file.
+  chunk starts on a page boundary (the header is padded to one 4 KiB page), so processes on
+  different nodes never write the same page of a shared file.
 - **A full disk is an error, not a bus error**: the files are reserved with ``posix_fallocate``
   before anything is written (a memory map written into an unreserved sparse file dies with
   SIGBUS when the disk fills), and a shortfall is a clear ``ValueError`` that leaves the store
@@ -37,6 +38,15 @@ from .io import write_json
 __all__ = ["RowStore", "DiskFullError", "check_free_space"]
 
 _PAGE_ROWS = 1024
+_HEADER = 4096  # one page: the data of every chunk then starts on a page boundary
+
+
+def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
+    """A version-1.0 ``.npy`` header padded to exactly :data:`_HEADER` bytes."""
+    meta = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
+    body = meta.encode("latin1")
+    pad = _HEADER - 10 - len(body) - 1
+    return b"\x93NUMPY\x01\x00" + (_HEADER - 10).to_bytes(2, "little") + body + b" " * pad + b"\n"
 
 
 class DiskFullError(ValueError):
@@ -105,10 +115,10 @@ class RowStore:
         check_free_space(self.folder, need, f"{len(arrays)} arrays of {n_rows} rows")
         try:
             for name, (width, dtype) in arrays.items():
-                with open(self.folder / f"{name}.bin", "wb") as fh:
-                    size = n_rows * max(width, 1) * np.dtype(dtype).itemsize
-                    if size:
-                        os.posix_fallocate(fh.fileno(), 0, size)
+                shape = (n_rows, width) if width else (n_rows,)
+                with open(self.folder / f"{name}.npy", "wb") as fh:
+                    fh.write(_npy_header(shape, np.dtype(dtype)))
+                    os.posix_fallocate(fh.fileno(), _HEADER, n_rows * max(width, 1) * np.dtype(dtype).itemsize)
         except OSError as err:
             self.clear()
             if err.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -122,7 +132,7 @@ class RowStore:
         """Remove the store's own files (the layout first, so a half-cleared store is never trusted)."""
         self.layout_path.unlink(missing_ok=True)
         if self.folder.is_dir():
-            for f in self.folder.glob("*.bin"):
+            for f in self.folder.glob("*.npy"):
                 f.unlink()
             shutil.rmtree(self.folder / "done", ignore_errors=True)
 
@@ -161,7 +171,7 @@ class RowStore:
         """Every array as a memory map ``(n_rows, width)`` (``mode="r+"`` to write)."""
         layout = self._require()
         n = layout["n_rows"]
-        return {name: np.memmap(self.folder / f"{name}.bin", dtype=np.dtype(dtype), mode=mode,
+        return {name: np.memmap(self.folder / f"{name}.npy", dtype=np.dtype(dtype), mode=mode, offset=_HEADER,
                                 shape=(n, width) if width else (n,))
                 for name, (width, dtype) in layout["arrays"].items()}
 

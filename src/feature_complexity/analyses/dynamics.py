@@ -277,7 +277,7 @@ def dynamics_stages(checkpoints: Any, build_spec: Callable[[], "ModelSpec"] | st
             key, compute, needs=("activations", "codes", "complexity") + (("importance",) if last else ()),
             optional=("fidelity",), settings=_SETTINGS, inputs=(key, "probe"),
             save=lambda r, out, f=file: save_dataclass(out / f, r),
-            load=lambda out, f=file: load_dataclass(out / f, CheckpointScores), outputs=(file,)))
+            load=lambda out, f=file: load_dataclass(out / f, CheckpointScores), outputs=(file,), spread=not last))
     stages.append(_summary_stage(infos, names, [s.name for s in stages]))
     return stages, prints
 

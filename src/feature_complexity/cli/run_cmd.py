@@ -82,7 +82,8 @@ def _run(args: argparse.Namespace) -> int:
     result = run_analysis(spec, source, out, config, fit_dataset=fit, model_info=model_info,
                           data_info=source.describe(), report=not args.no_report, overwrite=args.overwrite,
                           progress=not args.quiet)
-    print_summary(result)
+    if result.context.comm.is_main:
+        print_summary(result)
     return 0
 
 
