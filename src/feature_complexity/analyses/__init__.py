@@ -23,6 +23,7 @@ ANALYSIS_MODULES: tuple[str, ...] = (
     "metafeatures",
     "factors",
     "controls",
+    "evidence",
 )
 
 

@@ -1,10 +1,11 @@
-"""``feature-complexity report RUN_DIR``: rebuild ``report.html`` from a run folder.
+"""``feature-complexity report RUN_DIR``: render ``report.html`` of a run folder again.
 
-The model and the probe images are rebuilt from ``manifest.json`` (``model.name`` with
-``model.build_args``, or ``weights``/``checkpoint``/``num_classes``; ``data`` as written by
-``ImageSource.describe()``) to render the evidence images (top images + concept heatmaps) and,
-with ``--visualize``, feature visualisations. When they cannot be rebuilt (a custom model, moved
-images), the report is written without evidence and the reason is printed.
+Without options this needs no model: the finished stages are reused from the folder and only
+the page is rendered (seconds). ``--evidence`` rebuilds the model and the probe images from
+``manifest.json`` (``model.name`` with ``model.build_args``, or ``weights``/``checkpoint``/
+``num_classes``; ``data`` as written by ``ImageSource.describe()``), checks that they are the
+run's own (their fingerprints, and the model reproducing the run's activations on its first
+images), and runs the evidence stage (top images, concept heatmaps) before the report.
 """
 
 from __future__ import annotations
@@ -19,41 +20,32 @@ __all__ = ["register", "rebuild_from_manifest"]
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "report", help="(re)build report.html of a run folder",
-        description="Write RUN_DIR/report.html: summary, figures per question (what / when / where / "
-        "importance) and a feature explorer. Evidence images (top images with concept heatmaps) are "
-        "rendered when the model and images recorded in manifest.json can be rebuilt; existing "
-        "evidence files are kept (delete RUN_DIR/evidence to redraw them).",
-    )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="the run folder (holds features.parquet)")
-    p.add_argument("--n-top", type=int, default=6, help="top images per feature (default 6)")
-    p.add_argument("--max-evidence", type=int, default=300,
-                   help="features with evidence images: all when there are fewer, else the simplest, "
-                   "most complex, most important and a random sample (default 300)")
-    p.add_argument("--no-evidence", action="store_true", help="do not rebuild the model; no evidence images")
-    p.add_argument("--visualize", action="store_true",
-                   help="also compute Fourier feature visualisations (slow on a CPU)")
-    p.add_argument("--visualize-steps", type=int, default=64, help="optimisation steps per visualisation")
-    p.add_argument("--max-visualized", type=int, default=40, help="features to visualise (extremes first)")
-    p.add_argument("--embed", choices=["umap", "pca"], default="umap",
-                   help="2-D embedding of the meta-features figure (default umap; pca without umap-learn)")
-    p.add_argument("--data", default=None, help="the probe images, when they moved since the run "
-                   "(an ImageFolder path; same images in the same order)")
+        "report", help="render report.html of a run folder again (--evidence: with top images and heatmaps)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run folder (holds features.parquet and manifest.json)")
+    p.add_argument("--evidence", action="store_true",
+                   help="rebuild the model and images from the manifest and render the evidence first")
+    p.add_argument("--evidence-features", type=int, default=None,
+                   help="features with thumbnails (default: the run's, 300): the simplest, most complex, most "
+                   "important and a seeded sample; needs --evidence")
+    p.add_argument("--n-top", type=int, default=None, help="top images per feature (default: the run's, 6); "
+                   "needs --evidence")
+    p.add_argument("--report-mb", type=float, default=None,
+                   help="size budget of report.html in MB (default: the run's, 25): thumbnails beyond it stay in "
+                   "RUN_DIR/evidence/ and the page says so")
+    p.add_argument("--data", default=None, help="the probe images, when they moved since the run (an ImageFolder "
+                   "path; same images in the same order)")
     p.add_argument("--checkpoint", default=None, help="the model checkpoint, when it moved since the run")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 … (default cpu)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the evidence sample, clusters, visualisations")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow full unpickling of a checkpoint the safe loader refuses (only for files you trust)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 … for the evidence (default cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_report)
 
 
-def rebuild_from_manifest(
-    manifest: dict[str, Any], *, data: str | None = None, checkpoint: str | None = None
-) -> tuple[Any, Any, str | None]:
+def rebuild_from_manifest(manifest: dict[str, Any], *, data: str | None = None, checkpoint: str | None = None,
+                          trust_checkpoint: bool = False) -> tuple[Any, Any, str | None]:
     """The model and probe images of a run, from its manifest.
-
-    Args:
-        manifest: the parsed ``manifest.json``.
-        data: an ImageFolder path overriding the recorded one.
-        checkpoint: a checkpoint path overriding the recorded one.
 
     Returns:
         ``(spec, source, None)`` on success, ``(None, None, reason)`` otherwise.
@@ -77,44 +69,45 @@ def rebuild_from_manifest(
     if ckpt and not Path(ckpt).exists():
         return None, None, f"the model checkpoint {ckpt} no longer exists (pass --checkpoint PATH)"
     try:
-        spec = build_model(model["name"], **kwargs)
+        spec = build_model(model["name"], trust_checkpoint=trust_checkpoint, **kwargs)
     except (ValueError, FileNotFoundError, RuntimeError, TypeError, OSError) as err:
         return None, None, f"cannot rebuild model '{model['name']}': {err}"
+    return spec, *_rebuild_data(manifest, spec, data)
 
-    data_desc = manifest.get("data")
+
+def _rebuild_data(manifest: dict[str, Any], spec: Any, data: str | None) -> tuple[Any, str | None]:
+    from feature_complexity.data.sources import image_folder, load_source
+
+    desc = manifest.get("data")
     try:
-        from feature_complexity.data.sources import image_folder, load_source
-
         if data is not None:
-            source = image_folder(data, input_size=spec.input_size, mean=spec.mean, std=spec.std)
-        elif isinstance(data_desc, dict) and data_desc.get("kind"):
-            source = load_source(dict(data_desc), input_size=spec.input_size, mean=spec.mean, std=spec.std)
-        else:
-            return None, None, "manifest.json does not describe the probe images (data.kind); pass --data"
+            return image_folder(data, input_size=spec.input_size, mean=spec.mean, std=spec.std), None
+        if isinstance(desc, dict) and desc.get("kind"):
+            return load_source(dict(desc), input_size=spec.input_size, mean=spec.mean, std=spec.std), None
     except (ValueError, FileNotFoundError, RuntimeError, KeyError, OSError) as err:
-        return None, None, f"cannot rebuild the probe images: {err} (pass --data PATH)"
-    return spec, source, None
+        return None, f"cannot rebuild the probe images: {err} (pass --data PATH)"
+    return None, "manifest.json does not describe the probe images (data.kind); pass --data PATH"
 
 
-def _check_reproduces(spec: Any, source: Any, run_dir: Path, *, device: str = "cpu",
-                      n_images: int = 8) -> str | None:
+def _check_reproduces(spec: Any, source: Any, run_dir: Path, *, device: str = "cpu", n_images: int = 8) -> str | None:
     """Does the rebuilt model give the run's own penultimate activations on its first images?
 
     Evidence drawn with another model (a fresh initialisation, a different checkpoint) would be
-    silently wrong; this compares against ``activations/penultimate.npy`` when the run kept it.
+    silently wrong; this compares with the run's stored activations when it kept them.
 
     Returns:
-        ``None`` when they agree (or nothing to compare with), else the reason.
+        ``None`` when they agree (or there is nothing to compare with), else the reason.
     """
     import numpy as np
     import torch
 
+    from feature_complexity.activations import Activations
     from feature_complexity.models.hooks import capture
 
-    path = run_dir / "activations" / "penultimate.npy"
-    if not path.exists():
+    try:
+        stored = Activations.load(run_dir / "activations").penultimate
+    except (FileNotFoundError, ValueError, KeyError):
         return None
-    stored = np.load(path, mmap_mode="r")
     n = min(n_images, len(source), stored.shape[0])
     x = torch.stack([source[i][0] for i in range(n)]).to(device)
     module = spec.module.to(device).eval()
@@ -123,48 +116,43 @@ def _check_reproduces(spec: Any, source: Any, run_dir: Path, *, device: str = "c
     got = rec["penultimate"].float().cpu().numpy()
     want = np.asarray(stored[:n], dtype=np.float32)
     if got.shape != want.shape or not np.allclose(got, want, rtol=1e-3, atol=1e-3 * (np.abs(want).max() + 1e-12)):
-        return ("the model rebuilt from manifest.json does not reproduce the run's activations "
-                "(another checkpoint or images?); pass --checkpoint / --data")
+        return ("the model rebuilt from manifest.json does not reproduce the run's activations (another checkpoint "
+                "or other images?); pass --checkpoint / --data with the run's own")
     return None
 
 
+def _evidence_inputs(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
+    """The run's model and probe images, rebuilt and checked, or a ``ValueError`` saying why not."""
+    from feature_complexity.pipeline import open_run
+    from feature_complexity.report.rerun import check_inputs_match
+
+    manifest = open_run(run_dir)[2]
+    spec, source, reason = rebuild_from_manifest(manifest, data=args.data, checkpoint=args.checkpoint,
+                                                 trust_checkpoint=args.trust_checkpoint)
+    if reason is None and manifest.get("n_images") is not None and len(source) != manifest["n_images"]:
+        reason = (f"the rebuilt probe images ({len(source)}) are not the run's ({manifest['n_images']}); pass --data "
+                  "with the run's images")
+    reason = reason or check_inputs_match(spec, source, manifest) or _check_reproduces(spec, source, run_dir,
+                                                                                        device=args.device)
+    if reason is not None:
+        raise ValueError(f"no evidence for {run_dir}: {reason}")
+    return {"spec": spec, "probe": source, "class_names": spec.class_names}
+
+
 def _report(args: argparse.Namespace) -> int:
-    import json
+    from feature_complexity.report.folder import check_run_dir
+    from feature_complexity.report.rerun import rerender
 
-    from feature_complexity.report.html import build_report
-
-    run_dir = Path(args.run_dir)
-    if not (run_dir / "features.parquet").exists():
-        raise FileNotFoundError(
-            f"{run_dir / 'features.parquet'} not found: RUN_DIR must be the --out folder of "
-            "`feature-complexity run` (or `demo`)"
-        )
-    if args.n_top < 1 or args.max_evidence < 0 or args.visualize_steps < 1:
-        raise ValueError("--n-top and --visualize-steps must be >= 1, --max-evidence >= 0")
-    spec = source = None
-    reason: str | None = "--no-evidence was given"
-    if not args.no_evidence:
-        manifest_path = run_dir / "manifest.json"
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-        spec, source, reason = rebuild_from_manifest(manifest, data=args.data, checkpoint=args.checkpoint)
-    if spec is not None and source is not None:
-        import numpy as np
-
-        n_codes = np.load(run_dir / "codes.npy", mmap_mode="r").shape[0] if (run_dir / "codes.npy").exists() else None
-        if n_codes is not None and n_codes != len(source):
-            reason = (f"the rebuilt probe images ({len(source)}) do not match codes.npy ({n_codes} rows); "
-                      "pass --data with the run's images")
-            spec = source = None
-    if spec is not None and source is not None:
-        mismatch = _check_reproduces(spec, source, run_dir, device=args.device)
-        if mismatch is not None:
-            reason, spec, source = mismatch, None, None
-    if reason is not None and spec is None:
-        print(f"report: no evidence images: {reason}", file=sys.stderr)
-    out = build_report(run_dir, spec=spec, dataset=source, n_top=args.n_top,
-                       max_evidence_features=args.max_evidence, visualize=args.visualize,
-                       visualize_steps=args.visualize_steps, max_visualized_features=args.max_visualized,
-                       embed=args.embed, device=args.device, seed=args.seed,
-                       no_evidence_reason=reason if spec is None else None)
-    print(f"report: {out}")
+    run_dir = check_run_dir(args.run_dir)
+    if not args.evidence and (args.evidence_features is not None or args.n_top is not None):
+        raise ValueError("--evidence-features and --n-top change the evidence: add --evidence (it needs the model "
+                         "and the images)")
+    changes = {k: v for k, v in (("evidence_features", args.evidence_features), ("n_top", args.n_top),
+                                 ("report_mb", args.report_mb)) if v is not None}
+    if args.evidence:
+        changes["device"] = args.device
+    inputs = _evidence_inputs(args, run_dir) if args.evidence else None
+    out = rerender(run_dir, evidence_inputs=inputs, changes=changes, progress=not args.quiet)
+    size = out.stat().st_size / 1e6
+    print(f"report: {out} ({size:.1f} MB)", file=sys.stdout)
     return 0

@@ -9,7 +9,7 @@ templates that are package data (``report/templates/*.j2``, ``report/static/*``)
 - ``labels.py``    human names and explanations of the raw field names;
 - ``embed.py``     data URIs and the page's size budget (``config.report_mb``);
 - ``build.py``     the context dict and the rendering; ``stage.py`` the report as a stage;
-- ``rerender.py``  ``feature-complexity report RUN_DIR``: the report stage on an existing folder;
+- ``rerun.py``     ``feature-complexity report RUN_DIR``: the report stage on an existing folder;
 - ``heatmaps.py``, ``visualize.py``: pure image code used by the evidence analysis
   (:mod:`feature_complexity.analyses.evidence`), kept here for now.
 
@@ -33,7 +33,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(build, name)
     if name == "rerender":
-        from .rerender import rerender
+        from .rerun import rerender
 
         return rerender
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

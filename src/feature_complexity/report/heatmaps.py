@@ -14,7 +14,7 @@ codes.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -23,7 +23,12 @@ if TYPE_CHECKING:
 
     from feature_complexity.models.spec import ModelSpec
 
-__all__ = ["top_images", "spatial_output", "position_codes", "concept_heatmaps", "upsample", "overlay"]
+__all__ = ["top_images", "top_images_all", "spatial_output", "position_vectors", "position_codes", "concept_heatmaps",
+           "upsample", "overlay", "NoSpatialMap"]
+
+
+class NoSpatialMap(ValueError):
+    """The model gives no grid of positions to encode (a token sequence the seam does not read yet)."""
 
 
 def top_images(Z: np.ndarray, feature: int, n_top: int) -> np.ndarray:
@@ -47,6 +52,39 @@ def top_images(Z: np.ndarray, feature: int, n_top: int) -> np.ndarray:
     # stable sort on the negated column keeps ties in index order: reproducible galleries
     order = np.argsort(-Z[:, feature], kind="stable")
     return order[: min(n_top, Z.shape[0])].astype(np.int64)
+
+
+def top_images_all(Z: np.ndarray, n_top: int, *, chunk: int | None = None) -> np.ndarray:
+    """Every feature's top images in one pass over the rows of ``Z`` (a memmap is read once).
+
+    Only images where the feature is active (code > 0) count: an image with a zero code shows
+    nothing of the feature. Ties are broken by the lower image index, as in :func:`top_images`.
+
+    Args:
+        Z: ``(n_images, k)`` codes.
+        n_top: images per feature.
+        chunk: rows read at a time (default: about 4 M values, whatever ``k``).
+
+    Returns:
+        ``(k, n_top)`` int64, largest code first, ``-1`` where a feature has fewer active images.
+    """
+    n, k = Z.shape
+    m = min(n_top, n)
+    chunk = chunk or max(64, (1 << 22) // max(k, 1))
+    best_v = np.full((m, k), -np.inf)
+    best_i = np.full((m, k), -1, dtype=np.int64)
+    for start in range(0, n, chunk):
+        block = np.asarray(Z[start:start + chunk], dtype=np.float64)
+        vals = np.concatenate([best_v, np.where(block > 0, block, -np.inf)])
+        idx = np.concatenate([best_i, np.broadcast_to(np.arange(start, start + len(block))[:, None], block.shape)])
+        # sort by (value descending, index ascending): lexsort's last key is the primary one
+        order = np.lexsort((np.where(idx < 0, n, idx), -vals), axis=0)[:m]
+        best_v = np.take_along_axis(vals, order, axis=0)
+        best_i = np.take_along_axis(idx, order, axis=0)
+    best_i[~np.isfinite(best_v)] = -1
+    out = np.full((k, n_top), -1, dtype=np.int64)
+    out[:, :m] = best_i.T
+    return out
 
 
 @contextmanager
@@ -83,7 +121,7 @@ def spatial_output(spec: "ModelSpec", images: "torch.Tensor", *, device: str = "
         module(images.to(device))
     out = box["out"]
     if out.dim() != 4:
-        raise ValueError(
+        raise NoSpatialMap(
             f"the spatial layer '{spec.spatial}' of model '{spec.name}' gives a tensor of shape "
             f"{tuple(out.shape)}, not (b, d, h, w); set ModelSpec.spatial_layer to the last "
             "convolutional block"
@@ -98,12 +136,44 @@ def _encode(A: np.ndarray, D: np.ndarray, device: str) -> np.ndarray:
     return np.asarray(encode(A, D, device=device))
 
 
+def position_vectors(spec: "ModelSpec", images: "torch.Tensor", *, device: str = "cpu") -> np.ndarray:
+    """Per-position penultimate vectors ``(b, H', W', d)``: the one seam between models and heatmaps.
+
+    The model's own reading is used when the package has it (``models.spatial.spatial_tokens``:
+    a CNN's last-block map, or a ViT's patch tokens without the class token, arranged on the
+    patch grid, normed like the pooled vector); otherwise a CNN's spatial layer ``(b, d, h, w)``
+    is read here, and a token model raises :class:`NoSpatialMap` (the evidence then shows top
+    images without heatmaps).
+
+    Args:
+        images: ``(b, 3, H, W)`` normalised tensor.
+
+    Returns:
+        ``(b, H', W', d)`` float32.
+    """
+    import torch
+
+    try:
+        from ..models.spatial import spatial_tokens
+    except ImportError:  # an older models/ package: CNN spatial maps only
+        fmap = spatial_output(spec, images, device=device)  # (b, d, h, w)
+        return fmap.permute(0, 2, 3, 1).contiguous().numpy()
+    spec.module.to(device).eval()
+    try:
+        with torch.no_grad():
+            out = spatial_tokens(spec, images.to(device))
+    except ValueError as err:
+        raise NoSpatialMap(str(err)) from err
+    return out.float().cpu().numpy()
+
+
 def position_codes(
     spec: "ModelSpec",
     images: "torch.Tensor",
     D: np.ndarray,
     *,
     device: str = "cpu",
+    encoder: "Callable[[np.ndarray], np.ndarray] | None" = None,
 ) -> np.ndarray:
     """NNLS code of every spatial position of the spatial layer against the whole dictionary.
 
@@ -112,6 +182,8 @@ def position_codes(
         images: ``(b, 3, H, W)`` normalised tensor.
         D: ``(k, d)`` dictionary; ``d`` must equal the spatial layer's channels.
         device: where the model and the NNLS run.
+        encoder: ``A (m, d) -> Z (m, k)``, the run's own coding rule (``Dictionary.encode`` with the
+            run's options); default the exact NNLS against ``D``.
 
     Returns:
         ``(b, h, w, k)`` float32 codes (``h, w`` the spatial layer's resolution).
@@ -119,15 +191,16 @@ def position_codes(
     D = np.asarray(D, dtype=np.float32)
     if D.ndim != 2:
         raise ValueError(f"D must be a (k, d) dictionary, got shape {D.shape}")
-    fmap = spatial_output(spec, images, device=device)  # (b, d, h, w)
-    b, d, h, w = fmap.shape
+    vectors = position_vectors(spec, images, device=device)  # (b, h, w, d)
+    b, h, w, d = vectors.shape
     if d != D.shape[1]:
         raise ValueError(
             f"the spatial layer '{spec.spatial}' has {d} channels but the dictionary atoms have "
             f"{D.shape[1]}: the dictionary was fitted on another layer or model"
         )
-    A = fmap.permute(0, 2, 3, 1).reshape(b * h * w, d).numpy()
-    return _encode(A, D, device).astype(np.float32, copy=False).reshape(b, h, w, D.shape[0])
+    encode = _encode if encoder is None else (lambda A, D, device: encoder(A))
+    A = vectors.reshape(b * h * w, d)
+    return np.asarray(encode(A, D, device), dtype=np.float32).reshape(b, h, w, D.shape[0])
 
 
 def upsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:

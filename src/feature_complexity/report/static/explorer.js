@@ -109,7 +109,7 @@
     if (!L) return '<p class="muted">No per-block I_V in features.parquet.</p>';
     const iv = DATA.iv.slice(i * L, i * L + L);
     const longest = Math.max(...DATA.layers.map(n => n.length));
-    const W = 480, l = 48, r = 16, t = 12, b = 34 + Math.min(90, 6.2 * longest), H = 150 + b;
+    const W = 440, l = 48, r = 16, t = 12, b = 34 + Math.min(90, 6.2 * longest), H = 150 + b;
     const x = j => l + (L === 1 ? (W - l - r) / 2 : j * (W - l - r) / (L - 1));
     const y = v => t + (1 - v) * (H - t - b);
     let s = `<svg id="ivcurve" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" role="img" aria-label="decodability curve">`;

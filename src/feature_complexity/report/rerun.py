@@ -1,0 +1,70 @@
+"""``feature-complexity report RUN_DIR``: the report stage on an existing run folder.
+
+Without the model: the folder's configuration and input fingerprints (``manifest.json``) give
+every stage its key, the finished stages are reused as they are, and only the report is rendered
+again (seconds). With ``evidence_inputs`` (the model and the probe images, rebuilt from the
+manifest by the CLI and checked to be the run's own), the evidence stage runs first.
+
+A folder written before the stage loop (no ``.stages/`` records) is rendered from its files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .folder import check_run_dir
+
+__all__ = ["rerender", "check_inputs_match"]
+
+
+def rerender(run_dir: str | Path, *, evidence_inputs: dict[str, Any] | None = None,
+             changes: dict[str, Any] | None = None, progress: bool = True) -> Path:
+    """Render ``RUN_DIR/report.html`` again (and, with ``evidence_inputs``, the evidence first).
+
+    Args:
+        run_dir: a finished run folder.
+        evidence_inputs: ``{"spec": ModelSpec, "probe": dataset}`` of the run, to (re)compute the
+            evidence stage; ``None``: show the evidence the folder has.
+        changes: settings to change (``report_mb``, ``evidence_features``, ``n_top``).
+        progress: one line per stage, progress bars.
+
+    Returns:
+        the path of ``report.html``.
+    """
+    from ..stages import RECORDS_DIR
+
+    path = check_run_dir(run_dir)
+    if not (path / RECORDS_DIR).is_dir():
+        if evidence_inputs is not None:
+            raise ValueError(f"{path} was written by an older version of the tool (no {RECORDS_DIR}/ records): "
+                             "its evidence cannot be rendered into it; rerun the analysis into a new folder")
+        from .build import DEFAULT_REPORT_MB, render_report
+
+        return render_report(path, report_mb=float((changes or {}).get("report_mb", DEFAULT_REPORT_MB)))
+    from ..pipeline import run_folder
+
+    # the report is rendered again even when nothing it shows changed (a newer template, say)
+    (path / RECORDS_DIR / "report.json").unlink(missing_ok=True)
+    targets = ["evidence", "report"] if evidence_inputs is not None else ["report"]
+    result = run_folder(path, targets, changes=changes, inputs=evidence_inputs, progress=progress)
+    if evidence_inputs is not None and not result.context.has("evidence"):
+        raise ValueError(f"the evidence stage does not apply to {path} (config.evidence_features is 0?)")
+    return path / "report.html"
+
+
+def check_inputs_match(spec: Any, probe: Any, manifest: dict[str, Any]) -> str | None:
+    """Whether a rebuilt model and probe set are the run's own, by their fingerprints.
+
+    Returns:
+        ``None`` when both match the manifest's (or it records none), else the reason.
+    """
+    from ..pipeline import fingerprints_of
+
+    recorded = manifest.get("fingerprints") or {}
+    got = fingerprints_of(spec, probe)
+    for name, what, flag in (("model", "model weights", "--checkpoint"), ("probe", "probe images", "--data")):
+        if recorded.get(name) and recorded[name] != got.get(name):
+            return (f"the {what} rebuilt from manifest.json are not the run's (fingerprint {got.get(name)} != "
+                    f"{recorded[name]}); pass {flag} with the run's own")
+    return None
