@@ -1,4 +1,5 @@
-"""The run orchestration: every stage's output, resume without recomputation, config guard."""
+"""A run on the stage loop: outputs, resume after an interruption anywhere, exactly the affected
+stages recomputed, the scores against independent calls of the engines."""
 
 from __future__ import annotations
 
@@ -8,140 +9,136 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from feature_complexity.pipeline import RunConfig, run_analysis, score_features
+import feature_complexity.stages as stages_module
+from feature_complexity.pipeline import RunConfig, run_analysis, score_in_memory
+from feature_complexity.stages import StaleRunError
+
+CORE = ["activations", "dictionary", "codes", "fidelity", "complexity", "importance"]
 
 
 def _config(**kw) -> RunConfig:
-    return RunConfig(n_atoms_per_class=3, n_folds=3, batch_size=16, **kw)
+    return RunConfig(**{"n_atoms_per_class": 3, "n_folds": 3, "batch_size": 16, **kw})
+
+
+def _run(spec, images, out, **kw):
+    return run_analysis(spec, images, out, kw.pop("config", _config()), report=False, progress=False, **kw)
 
 
 def test_run_folder_has_every_output(tiny_spec, tiny_images, tmp_path):
     out = tmp_path / "run"
-    result = run_analysis(tiny_spec, tiny_images, out, _config(), flow=False, report=False, progress=False)
-    for name in ("manifest.json", "dictionary.npz", "codes.npy", "fidelity.json", "complexity.npz",
-                 "features.parquet", "figures/complexity_hist.png", "figures/decodability.png",
-                 "figures/complexity_importance.png", "activations/progress.json"):
+    result = _run(tiny_spec, tiny_images, out)
+    for name in ("manifest.json", "dictionary.npz", "codes/Z.npy", "fidelity.json", "complexity.npz",
+                 "importance.npy", "features.parquet", "flow.json", "metafeatures.parquet",
+                 "figures/complexity_hist.png", "figures/decodability.png", "figures/complexity_importance.png",
+                 "figures/flow.png", "figures/index.json", "activations/layout.json", "evidence/index.json"):
         assert (out / name).exists(), name
     frame = pd.read_parquet(out / "features.parquet")
     assert len(frame) == 4 * 3
-    for col in ("feature", "class", "complexity", "importance", "iv_layer1.0", "iv_layer1.1"):
-        assert col in frame.columns
-    assert frame["complexity"].between(0, 1).all()
+    for col in ("feature", "class", "class_name", "complexity", "importance", "iv_layer1.0", "teleport_depth",
+                "skip_share", "cluster", "mean_code"):
+        assert col in frame.columns, col
     np.testing.assert_array_equal(frame["class"], np.repeat(np.arange(4), 3))
-    # K is 1 - the mean of the stored per-layer I_V
     iv = frame[["iv_layer1.0", "iv_layer1.1"]].to_numpy()
     np.testing.assert_allclose(frame["complexity"], 1 - iv.mean(axis=1), atol=1e-12)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["seed"] == 0 and "torch" in manifest["versions"]
-    assert manifest["n_images"] == len(tiny_images)
-    for stage in ("activations", "dictionary", "codes", "complexity", "importance"):
-        assert stage in manifest["timings"]
-    assert result.scores.codes.shape == (len(tiny_images), 12)
+    assert set(manifest["fingerprints"]) >= {"model", "probe"} and manifest["n_images"] == len(tiny_images)
+    assert all(manifest["stages"][s]["status"] == "computed" for s in CORE)
+    index = json.loads((out / "figures" / "index.json").read_text())
+    assert index["flow"]["section"] == "where" and index["flow"]["caption"]
+    assert result["codes"].shape == (len(tiny_images), 12)
 
 
-def test_same_seed_same_numbers_and_resume_skips_work(tiny_spec, tiny_images, tmp_path, monkeypatch):
-    a = run_analysis(tiny_spec, tiny_images, tmp_path / "a", _config(), flow=False, report=False, progress=False)
-    # a second run in the same folder must not redo the finished stages
-    import feature_complexity.pipeline as pipeline
+def test_rerun_reuses_every_stage_and_gives_the_same_numbers(tiny_spec, tiny_images, tmp_path):
+    a = _run(tiny_spec, tiny_images, tmp_path / "a")
+    b = _run(tiny_spec, tiny_images, tmp_path / "a")
+    assert {v["status"] for v in b.status.values()} == {"reused"}
+    c = _run(tiny_spec, tiny_images, tmp_path / "c")  # a fresh folder: same seed, same numbers
+    pd.testing.assert_frame_equal(a.features, c.features)
 
-    def fail(*args, **kwargs):
-        raise AssertionError("a finished stage was recomputed")
 
-    monkeypatch.setattr(pipeline, "fit_features", fail)
-    monkeypatch.setattr(pipeline, "encode_features", fail)
-    b = run_analysis(tiny_spec, tiny_images, tmp_path / "a", _config(), flow=False, report=False, progress=False)
-    np.testing.assert_array_equal(a.features["complexity"], b.features["complexity"])
+@pytest.mark.parametrize("stage", [*CORE, "flow", "metafeatures", "evidence", "features"])
+def test_interrupted_at_any_stage_resumes_to_a_byte_identical_table(tiny_spec, tiny_images, tmp_path, monkeypatch,
+                                                                     stage):
+    clean = tmp_path / "clean"
+    _run(tiny_spec, tiny_images, clean)
+    real = stages_module._compute
+
+    def interrupt(s, ctx, material):
+        if s.name == stage:
+            raise KeyboardInterrupt
+        return real(s, ctx, material)
+
+    monkeypatch.setattr(stages_module, "_compute", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny_spec, tiny_images, tmp_path / "cut")
     monkeypatch.undo()
-    c = run_analysis(tiny_spec, tiny_images, tmp_path / "c", _config(), flow=False, report=False, progress=False)
-    np.testing.assert_array_equal(a.features["complexity"], c.features["complexity"])
-    np.testing.assert_array_equal(a.features["importance"], c.features["importance"])
+    resumed = _run(tiny_spec, tiny_images, tmp_path / "cut")
+    assert resumed.status[stage]["status"] == "computed"
+    assert (tmp_path / "cut" / "features.parquet").read_bytes() == (clean / "features.parquet").read_bytes()
 
 
-def test_changed_config_is_refused(tiny_spec, tiny_images, tmp_path):
-    run_analysis(tiny_spec, tiny_images, tmp_path / "r", _config(), flow=False, report=False, progress=False)
-    with pytest.raises(ValueError, match="different configuration.*seed"):
-        run_analysis(tiny_spec, tiny_images, tmp_path / "r", _config(seed=1), flow=False, report=False,
-                     progress=False)
+@pytest.mark.parametrize("change, recomputed", [
+    ({"teleport_threshold": 0.5}, {"flow", "features"}),
+    ({"n_folds": 4}, {"complexity", "flow", "metafeatures", "evidence", "features", "importance"}),
+    ({"n_atoms_per_class": 2}, {"dictionary", "codes", "fidelity", "complexity", "importance", "flow",
+                                "metafeatures", "evidence", "features"}),
+])
+def test_a_changed_setting_recomputes_exactly_what_it_affects(tiny_spec, tiny_images, tmp_path, change, recomputed):
+    _run(tiny_spec, tiny_images, tmp_path / "r")
+    with pytest.raises(StaleRunError, match="--overwrite"):
+        _run(tiny_spec, tiny_images, tmp_path / "r", config=_config(**change))
+    result = _run(tiny_spec, tiny_images, tmp_path / "r", config=_config(**change), overwrite=True)
+    got = {k for k, v in result.status.items() if v["status"] == "computed"}
+    assert got == recomputed
 
 
-def test_score_features_matches_run(tiny_spec, tiny_images, tmp_path):
+def test_a_changed_execution_setting_is_accepted(tiny_spec, tiny_images, tmp_path):
+    _run(tiny_spec, tiny_images, tmp_path / "r")
+    result = _run(tiny_spec, tiny_images, tmp_path / "r", config=_config(batch_size=7))
+    assert {v["status"] for v in result.status.values()} == {"reused"}
+
+
+def test_other_images_are_refused(tiny_spec, tiny_images, tmp_path):
+    _run(tiny_spec, tiny_images, tmp_path / "r")
+    tiny_images.images[3] += 1.0  # same count, other pixels
+    with pytest.raises(StaleRunError, match="the probe input"):
+        _run(tiny_spec, tiny_images, tmp_path / "r")
+
+
+def test_complexity_stage_equals_the_engine_with_the_runs_folds_and_seed(tiny_spec, tiny_images, tmp_path):
+    """The stage must pass n_folds and seed through: an independent call with the same ones
+    reproduces K, and one with other folds does not."""
+    from feature_complexity.complexity import complexity
+
+    result = _run(tiny_spec, tiny_images, tmp_path / "r", config=_config(n_folds=4, seed=7))
+    acts, Z = result["activations"], np.asarray(result["codes"])
+    ref = complexity(acts.layers, Z, n_folds=4, seed=7)
+    np.testing.assert_allclose(result.features["complexity"], ref.score, atol=1e-12)
+    other = complexity(acts.layers, Z, n_folds=3, seed=0)
+    assert np.abs(other.score - ref.score).max() > 1e-6
+
+
+def test_score_in_memory_equals_the_run(tiny_spec, tiny_images, tmp_path):
     from feature_complexity.activations import extract_activations
 
-    acts = extract_activations(tiny_spec, tiny_images, progress=False)
-    scores = score_features(acts, tiny_spec, _config(), progress=False)
-    run = run_analysis(tiny_spec, tiny_images, tmp_path / "r", _config(), flow=False, report=False, progress=False)
+    run = _run(tiny_spec, tiny_images, tmp_path / "r", config=_config(seed=3))
+    scores = score_in_memory(extract_activations(tiny_spec, tiny_images, progress=False), tiny_spec,
+                             _config(seed=3))
     np.testing.assert_allclose(scores.complexity.score, run.features["complexity"], atol=1e-6)
     np.testing.assert_allclose(scores.importance, run.features["importance"], rtol=1e-4, atol=1e-7)
-    assert set(scores.timings) == {"dictionary", "codes", "fidelity", "complexity", "importance"}
 
 
-def test_class_with_too_few_images_is_a_clear_error(tiny_spec, tiny_images, tmp_path):
-    with pytest.raises(ValueError, match="class"):
-        run_analysis(tiny_spec, tiny_images, tmp_path / "r", RunConfig(n_atoms_per_class=40, n_folds=3),
-                     flow=False, report=False, progress=False)
-
-
-def test_probe_set_covering_some_classes(tiny_spec, tiny_images, tmp_path):
-    """A probe set with images of only some classes (a slice of ImageNet, say) gives features
-    for those classes, with a warning, not an error."""
-    tiny_images.labels_[tiny_images.labels_ == 3] = 0
-    tiny_images.labels = tiny_images.labels_.numpy().astype(np.int64)
-    with pytest.warns(UserWarning, match="3 of the model's 4 classes"):
-        result = run_analysis(tiny_spec, tiny_images, tmp_path / "r", _config(class_source="label"),
-                              flow=False, report=False, progress=False)
+def test_classes_with_too_few_images_are_skipped_with_a_warning(tiny_spec, tiny_images, tmp_path):
+    labels = tiny_images.labels_
+    labels[labels == 3] = 0
+    labels[:2] = 3  # class 3 keeps 2 images: fewer than 3 atoms
+    tiny_images.labels = labels.numpy().astype(np.int64)
+    with pytest.warns(UserWarning, match="fewer images than --atoms-per-class 3"):
+        result = _run(tiny_spec, tiny_images, tmp_path / "r", config=_config(class_source="label"))
     assert sorted(set(result.features["class"])) == [0, 1, 2]
-    assert len(result.features) == 9
 
 
-def test_rerun_with_another_checkpoint_is_refused(tiny_spec, tiny_images, tmp_path):
-    run_analysis(tiny_spec, tiny_images, tmp_path / "r", _config(), model_info={"checkpoint": "a.pt"},
-                 flow=False, report=False, progress=False)
-    with pytest.raises(ValueError, match="model checkpoint"):
-        run_analysis(tiny_spec, tiny_images, tmp_path / "r", _config(), model_info={"checkpoint": "b.pt"},
-                     flow=False, report=False, progress=False)
-
-
-def test_rerun_with_other_weights_under_the_same_name_is_refused(tiny_spec, tiny_images, tmp_path):
-    """A checkpoint file overwritten in place (retrained into the same path) keeps every recorded
-    name: resuming would load the old model's activations, codes and K and score them with the
-    new model's head."""
-    import torch
-
-    run_analysis(tiny_spec, tiny_images, tmp_path / "r", _config(), model_info={"checkpoint": "a.pt"},
-                 flow=False, report=False, progress=False)
-    with torch.no_grad():
-        for p in tiny_spec.module.parameters():
-            p.mul_(1.5)
-    with pytest.raises(ValueError, match="different configuration.*weights"):
-        run_analysis(tiny_spec, tiny_images, tmp_path / "r", _config(), model_info={"checkpoint": "a.pt"},
-                     flow=False, report=False, progress=False)
-
-
-def test_a_recomputed_stage_invalidates_the_later_ones(tiny_spec, tiny_images, tmp_path, monkeypatch):
-    """Deleting dictionary.npz recomputes it, and then the codes and K too, even though
-    codes.npy and complexity.npz still exist."""
-    import feature_complexity.pipeline as pipeline
-
-    run_analysis(tiny_spec, tiny_images, tmp_path / "r", _config(), flow=False, report=False, progress=False)
-    (tmp_path / "r" / "dictionary.npz").unlink()
-    calls = []
-    original = pipeline.encode_features
-    monkeypatch.setattr(pipeline, "encode_features", lambda *a, **k: calls.append(1) or original(*a, **k))
-    run_analysis(tiny_spec, tiny_images, tmp_path / "r", _config(), flow=False, report=False, progress=False)
-    assert calls == [1]
-
-
-def test_resumed_run_keeps_flow_columns_without_redoing_flow(tiny_spec, tiny_images, tmp_path, monkeypatch):
-    import feature_complexity.analyses.flow as flow_mod
-
-    run_analysis(tiny_spec, tiny_images, tmp_path / "r", _config(), flow=True, report=False, progress=False)
-    first = pd.read_parquet(tmp_path / "r" / "features.parquet")
-    assert "teleport_depth" in first.columns
-
-    def fail(*args, **kwargs):
-        raise AssertionError("the finished flow analysis was redone")
-
-    monkeypatch.setattr(flow_mod, "run_flow", fail)
-    run_analysis(tiny_spec, tiny_images, tmp_path / "r", _config(), flow=True, report=False, progress=False)
-    again = pd.read_parquet(tmp_path / "r" / "features.parquet")
-    pd.testing.assert_frame_equal(first, again)
+def test_no_class_large_enough_names_the_flag(tiny_spec, tiny_images, tmp_path):
+    with pytest.raises(ValueError, match="--atoms-per-class"):
+        _run(tiny_spec, tiny_images, tmp_path / "r", config=RunConfig(n_atoms_per_class=40, n_folds=3))

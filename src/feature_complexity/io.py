@@ -127,20 +127,28 @@ def package_versions() -> dict[str, str]:
 def save_dataclass(path: str | Path, obj: Any) -> None:
     """Write a dataclass of arrays and JSON-able values to one ``.npz``, atomically.
 
-    Arrays are stored as arrays (``allow_pickle=False`` readable); every other field (numbers,
+    Arrays, dicts of arrays and lists of arrays are stored as arrays (``allow_pickle=False``
+    readable: entries ``field``, ``field::key``, ``field[i]``); every other field (numbers,
     strings, lists, dicts, ``None``) goes into one JSON entry. :func:`load_dataclass` reads it back.
     """
     import dataclasses
 
     arrays: dict[str, np.ndarray] = {}
     other: dict[str, Any] = {}
+    kinds: dict[str, Any] = {}
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         if isinstance(value, np.ndarray):
             arrays[f.name] = value
+        elif isinstance(value, dict) and value and all(isinstance(v, np.ndarray) for v in value.values()):
+            arrays.update({f"{f.name}::{k}": v for k, v in value.items()})
+            kinds[f.name] = ["dict", list(map(str, value))]
+        elif isinstance(value, list) and value and all(isinstance(v, np.ndarray) for v in value):
+            arrays.update({f"{f.name}[{i}]": v for i, v in enumerate(value)})
+            kinds[f.name] = ["list", len(value)]
         else:
             other[f.name] = jsonable(value)
-    save_npz(path, __fields__=np.array(json.dumps(other)), **arrays)
+    save_npz(path, __fields__=np.array(json.dumps({"values": other, "kinds": kinds})), **arrays)
 
 
 def load_dataclass(path: str | Path, cls: type) -> Any:
@@ -150,6 +158,10 @@ def load_dataclass(path: str | Path, cls: type) -> Any:
 
     names = {f.name for f in dataclasses.fields(cls)}
     with np.load(path, allow_pickle=False) as f:
-        values: dict[str, Any] = json.loads(str(f["__fields__"]))
-        values.update({k: f[k] for k in f.files if k != "__fields__"})
+        meta = json.loads(str(f["__fields__"]))
+        values: dict[str, Any] = dict(meta.get("values", meta))
+        for name, (kind, spec) in meta.get("kinds", {}).items():
+            values[name] = ({k: f[f"{name}::{k}"] for k in spec} if kind == "dict"
+                            else [f[f"{name}[{i}]"] for i in range(spec)])
+        values.update({k: f[k] for k in f.files if k != "__fields__" and "::" not in k and "[" not in k})
     return cls(**{k: v for k, v in values.items() if k in names})

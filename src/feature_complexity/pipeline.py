@@ -78,8 +78,10 @@ def build_stages(*, report: bool = True, extra: Sequence[Stage] = ()) -> list[St
     stages: list[Stage] = [*CORE_STAGES, *analysis_stages(), *extra]
     stages.append(_features_stage(stages))
     if report:
+        from .analyses.findings import findings_stage
         from .report import report_stage
 
+        stages.append(findings_stage(stages))
         stages.append(report_stage(stages))
     return stages
 

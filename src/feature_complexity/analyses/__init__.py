@@ -21,12 +21,21 @@ __all__ = ["ANALYSIS_MODULES", "analysis_stages"]
 ANALYSIS_MODULES: tuple[str, ...] = (
     "flow",
     "metafeatures",
-    "factors",
-    "controls",
     "evidence",
+    "factors",
+    "locality",
+    "redundancy",
+    "robustness",
+    "support",
+    "hierarchy",
+    "controls",
 )
 
 
 def analysis_stages() -> list["Stage"]:
-    """The ``STAGE`` of every module in :data:`ANALYSIS_MODULES`."""
-    return [importlib.import_module(f"{__name__}.{name}").STAGE for name in ANALYSIS_MODULES]
+    """The ``STAGE`` (or ``STAGES``) of every module in :data:`ANALYSIS_MODULES`."""
+    out: list["Stage"] = []
+    for name in ANALYSIS_MODULES:
+        module = importlib.import_module(f"{__name__}.{name}")
+        out.extend(getattr(module, "STAGES", None) or (module.STAGE,))
+    return out

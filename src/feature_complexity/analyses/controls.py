@@ -59,10 +59,18 @@ def random_init_copy(spec: "ModelSpec", seed: int) -> "ModelSpec":
     return rand
 
 
+def control_seed(seed: int) -> int:
+    """The control's initialisation seed: derived from the run's, never equal to it (a model
+    that was itself built from the run's seed would otherwise be its own control)."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, 0xC047]).generate_state(1)[0])
+
+
 def _compute(ctx: Any) -> ControlRun:
     from ..pipeline import run_analysis
 
-    spec = random_init_copy(ctx.inputs["spec"], ctx.config.seed)
+    spec = random_init_copy(ctx.inputs["spec"], control_seed(ctx.config.seed))
     out = None if ctx.out is None else ctx.out / _FOLDER
     config = replace(ctx.config, controls=())  # a control has no control of its own
     if ctx.comm.is_main:

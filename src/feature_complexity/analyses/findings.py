@@ -1000,3 +1000,95 @@ def plot_findings(results: Sequence[Finding | Mapping[str, Any]], *, title: str 
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1))  # room for the legend below
     return fig
+
+
+# ---------------------------------------------------------------------------------- the stage
+def _sensitivity_column(table: Any, sigmas: Sequence[float]) -> np.ndarray | None:
+    """The noise sensitivity at the middle σ of the run (the paper's 0.1 by default)."""
+    names = [f"noise_sensitivity_{s:g}" for s in sigmas]
+    present = [n for n in names if n in table]
+    return None if not present else np.asarray(table[present[len(present) // 2]])
+
+
+def feature_columns(table: Any, name: str, results: Mapping[str, Any], config: Any) -> FeatureColumns:
+    """The findings' view of one network: its feature table plus the purity and support results."""
+    purity, support, flow = results.get("purity"), results.get("support"), results.get("flow")
+    extra: dict[str, Any] = {"sensitivity": _sensitivity_column(table, config.robustness_sigmas),
+                             "teleport_threshold": config.teleport_threshold,
+                             "n_blocks": None if flow is None else flow.n_blocks}
+    if purity is not None:
+        extra.update(cluster_purity=purity.purity, cluster_complexity=purity.mean_complexity)
+    if support is not None and support.correct_all is not None:
+        extra.update(support_correct_all=support.correct_all, support_correct_head=support.correct_head)
+    cols = {c: table[c] for c in _FEATURE_COLUMNS if c in table and c != "sensitivity"}
+    return FeatureColumns(name=name, **{k: np.asarray(v, dtype=np.float64) for k, v in cols.items()}, **extra)
+
+
+def _checkpoint_columns(ctx: Any) -> CheckpointColumns | None:
+    """The dynamics of the run, when it has them (``checkpoint/*`` stages and ``dynamics``)."""
+    if not ctx.has("dynamics"):
+        return None
+    dyn = ctx["dynamics"]
+    scores = [ctx[f"checkpoint/{n}"] for n in dyn.checkpoints["checkpoint"]]
+    times = np.asarray(dyn.times, dtype=np.float64)
+    # the paper's Fig. 6 compares epoch 1 with the end: the first checkpoint at one epoch or later
+    first = int(np.argmax(times >= 1)) if dyn.time_unit == "epoch" and (times >= 1).any() else 0
+    return CheckpointColumns(name="trained", times=times, complexity=[s.complexity for s in scores],
+                             importance=[s.importance for s in scores],
+                             temporal_score=dyn.features["A"].to_numpy(), first_epoch_index=first)
+
+
+def _control_results(ctx: Any) -> tuple[Any, dict[str, Any]] | None:
+    """The random-init control's feature table and its purity/support/flow results."""
+    if not ctx.has("control/random-init"):
+        return None
+    from pathlib import Path
+
+    from .. import pipeline
+
+    run = ctx["control/random-init"]
+    results: dict[str, Any] = {}
+    if run.folder is not None:
+        by_name = {s.name: s for s in pipeline.build_stages(report=False)}
+        for name in ("purity", "support", "flow"):
+            if (Path(run.folder) / by_name[name].outputs[0]).exists():
+                results[name] = by_name[name].load(Path(run.folder))
+    return run.features, results
+
+
+def _compute(ctx: Any) -> list[dict[str, Any]]:
+    cfg = ctx.config
+    ours = {n: ctx[n] for n in ("purity", "support", "flow") if ctx.has(n)}
+    trained = feature_columns(ctx["features"], "trained", ours, cfg)
+    control = _control_results(ctx)
+    control_cols = None if control is None else feature_columns(control[0], "random-init", control[1], cfg)
+    found = findings(trained, control_cols, checkpoints=_checkpoint_columns(ctx), n_bootstrap=cfg.n_bootstrap,
+                     confidence=cfg.confidence, top_fraction=cfg.top_fraction, min_top=cfg.min_top,
+                     rank_by=cfg.rank_by, seed=cfg.seed)
+    return [f.to_dict() for f in found]
+
+
+def _figures(rows: list[dict[str, Any]], ctx: Any) -> dict[str, Any]:
+    from ..stages import FigureSpec
+
+    return {"findings": FigureSpec(
+        plot_findings(rows), "The paper's claims on this model",
+        "Each row is a claim: this model's statistic with its 95 % bootstrap interval, the random-init control's "
+        "beside it, and the paper's expected direction. A claim the untrained network shows as strongly is not "
+        "a finding about what the network learned.")}
+
+
+def findings_stage(stages: Sequence[Any]) -> Any:
+    """The findings stage over ``stages`` (it reads every result a claim uses, when present)."""
+    from ..io import read_json, write_json
+    from ..stages import Stage
+
+    wanted = ("purity", "support", "flow", "control/random-init", "dynamics", "redundancy", "robustness", "locality")
+    names = {s.name for s in stages}
+    optional = tuple(n for n in wanted if n in names) + tuple(n for n in names if n.startswith("checkpoint/"))
+    return Stage("findings", _compute, needs=("features",), optional=optional,
+                 settings=("n_bootstrap", "confidence", "seed", "top_fraction", "min_top", "rank_by",
+                           "robustness_sigmas", "teleport_threshold"),
+                 save=lambda rows, out: write_json(out / "findings.json", rows),
+                 load=lambda out: read_json(out / "findings.json"), outputs=("findings.json",), section="findings",
+                 figures=_figures)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -334,3 +334,61 @@ def purity_figure(result: Purity) -> "Figure":
 def _varies(x: np.ndarray, y: np.ndarray) -> bool:
     """Whether a rank correlation of ``x`` and ``y`` is defined (3+ points, neither constant)."""
     return x.size > 2 and bool(np.ptp(x) > 0) and bool(np.ptp(y) > 0)
+
+
+# ---------------------------------------------------------------------------------- the stages
+def _hierarchy(ctx: Any) -> Hierarchy:
+    K = ctx["complexity"].score
+    gamma = ctx.get("importance")
+    return hierarchy(ctx["dictionary"].D, K, np.zeros_like(K) if gamma is None else np.asarray(gamma),
+                     seed=ctx.config.seed)
+
+
+def _hierarchy_figures(result: Hierarchy, ctx: Any) -> dict[str, Any]:
+    from ..stages import FigureSpec
+
+    out = {"hierarchy_complexity": FigureSpec(
+        hierarchy_figure(result, color_by="complexity"), "A hierarchy of meta-features by complexity (paper Fig. 14)",
+        "Recursive K-means on the L2-normalised atoms, four levels; each sub-cluster coloured by its members' mean "
+        "K. η² is the share of K's variance between the clusters of a level, beside its chance value: the paper "
+        "finds a clear split by complexity at the first level that intensifies with depth.")}
+    if ctx.has("importance"):
+        out["hierarchy_importance"] = FigureSpec(
+            hierarchy_figure(result, color_by="importance"), "The same hierarchy by importance (paper Fig. 15)",
+            "The sub-clusters coloured by mean signed importance Γ; the paper finds the important features "
+            "clustering at the top.")
+    return out
+
+
+def _purity(ctx: Any) -> Purity:
+    from ..data.superclasses import load_superclasses
+
+    table = load_superclasses(ctx.config.superclasses, class_names=ctx.inputs.get("class_names"))
+    return superclass_purity(ctx["metafeatures"].cluster, ctx["dictionary"].feature_class, table,
+                             ctx["complexity"].score, seed=ctx.config.seed)
+
+
+def _purity_figures(result: Purity, ctx: Any) -> dict[str, Any]:
+    from ..stages import FigureSpec
+
+    return {"purity": FigureSpec(
+        purity_figure(result), "Super-class purity of meta-features (paper Fig. 13)",
+        f"Share of each meta-feature's atoms whose class is in its majority super-class (table: "
+        f"{ctx.config.superclasses}), against its mean K; chance purity {result.chance_purity:.2f}. The paper finds "
+        "simple meta-features (grass, waves, low-pixel-quality detectors) less pure than complex ones.")}
+
+
+def _stages() -> tuple[Any, Any]:
+    from ._stage import result_stage
+
+    tree = result_stage("hierarchy", _hierarchy, Hierarchy, needs=("dictionary", "complexity"), optional=("importance",),
+                        settings=("seed",), section="what", figures=_hierarchy_figures, columns=columns)
+    purity = result_stage("purity", _purity, Purity, needs=("dictionary", "complexity", "metafeatures"),
+                          settings=("seed", "superclasses"), inputs=("classes",), section="what",
+                          figures=_purity_figures,
+                          columns=lambda r: {"superclass": np.asarray(r.feature_superclass, dtype=object)},
+                          applies=lambda ctx: ctx.config.superclasses is not None)
+    return tree, purity
+
+
+STAGES = _stages()

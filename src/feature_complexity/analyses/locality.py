@@ -16,7 +16,7 @@ trades freely against the codes) does not matter. The paper finds a wide spread,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -114,3 +114,23 @@ def locality_figure(result: Locality, complexity: np.ndarray) -> "Figure":
 def _varies(x: np.ndarray, y: np.ndarray) -> bool:
     """Whether a rank correlation of ``x`` and ``y`` is defined (3+ points, neither constant)."""
     return x.size > 2 and bool(np.ptp(x) > 0) and bool(np.ptp(y) > 0)
+
+
+# ---------------------------------------------------------------------------------- the stage
+def _figures(result: Locality, ctx: Any) -> dict[str, Any]:
+    from ..stages import FigureSpec
+
+    return {"locality": FigureSpec(
+        locality_figure(result, ctx["complexity"].score), "Local or distributed? (paper Fig. 16-17)",
+        "Hoyer sparsity of each atom (1: the feature lives in one neuron; 0: spread evenly over all) and its "
+        "relation to K. The paper finds a wide spread of locality and no clear relation with complexity.")}
+
+
+def _stage() -> Any:
+    from ._stage import result_stage
+
+    return result_stage("locality", lambda ctx: locality(ctx["dictionary"].D), Locality,
+                        needs=("dictionary", "complexity"), section="what", figures=_figures, columns=columns)
+
+
+STAGE = _stage()

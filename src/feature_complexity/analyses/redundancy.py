@@ -27,7 +27,7 @@ each ``O(n p (p + k))`` for ``p`` kept neurons; pass ``device="cuda"`` at ImageN
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -162,3 +162,32 @@ def redundancy_figure(result: Redundancy, complexity: np.ndarray) -> "Figure":
 def _varies(x: np.ndarray, y: np.ndarray) -> bool:
     """Whether a rank correlation of ``x`` and ``y`` is defined (3+ points, neither constant)."""
     return x.size > 2 and bool(np.ptp(x) > 0) and bool(np.ptp(y) > 0)
+
+
+# ---------------------------------------------------------------------------------- the stage
+def _compute(ctx: Any) -> Redundancy:
+    cfg = ctx.config
+    A = ctx["activations"].penultimate
+    return redundancy(A, ctx["codes"], fractions=cfg.redundancy_keep, n_masks=cfg.redundancy_masks, seed=cfg.seed,
+                      device=None if cfg.device == "cpu" else cfg.device)
+
+
+def _figures(result: Redundancy, ctx: Any) -> dict[str, Any]:
+    from ..stages import FigureSpec
+
+    return {"redundancy": FigureSpec(
+        redundancy_figure(result, ctx["complexity"].score), "Redundancy of features (paper Fig. 10)",
+        "How much of each feature random subsets of the penultimate neurons still carry (CKA with a masked "
+        "layer over CKA with the whole layer; Nanda et al. 2023), against K. The paper finds complex features "
+        "less redundant.")}
+
+
+def _stage() -> Any:
+    from ._stage import result_stage
+
+    return result_stage("redundancy", _compute, Redundancy, needs=("activations", "codes", "complexity"),
+                        settings=("redundancy_keep", "redundancy_masks", "seed"), section="what",
+                        figures=_figures, columns=columns)
+
+
+STAGE = _stage()

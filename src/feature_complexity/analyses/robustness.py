@@ -185,3 +185,56 @@ def robustness_figure(result: Robustness, complexity: np.ndarray) -> "Figure":
 def _varies(x: np.ndarray, y: np.ndarray) -> bool:
     """Whether a rank correlation of ``x`` and ``y`` is defined (3+ points, neither constant)."""
     return x.size > 2 and bool(np.ptp(x) > 0) and bool(np.ptp(y) > 0)
+
+
+# ---------------------------------------------------------------------------------- the stage
+def _probe_images(ctx: Any) -> "torch.Tensor":
+    """A seeded, class-balanced subset of ``robustness_images`` probe images, stacked."""
+    import torch
+
+    from ..data import balanced_indices
+
+    probe, n = ctx.inputs["probe"], ctx.config.robustness_images
+    labels = np.asarray(getattr(probe, "labels", np.zeros(len(probe), dtype=np.int64)))
+    idx = np.arange(len(probe)) if n >= len(probe) else balanced_indices(labels, n, seed=ctx.config.seed)
+    return torch.stack([probe[int(i)][0] for i in idx])
+
+
+def _compute(ctx: Any) -> Robustness:
+    import torch
+
+    from ..models.hooks import capture
+
+    cfg, spec, d = ctx.config, ctx.inputs["spec"], ctx["dictionary"]
+    device = torch.device(cfg.device)
+
+    def codes_of(batch: "torch.Tensor") -> np.ndarray:
+        with capture(spec, layers=False) as rec, torch.no_grad():
+            spec.module(batch.to(device))
+        return np.asarray(d.encode(rec["penultimate"].float().cpu().numpy(), device=cfg.device, tol=cfg.nnls_tol))
+
+    return robustness(codes_of, _probe_images(ctx), std=spec.std, sigmas=cfg.robustness_sigmas,
+                      n_draws=cfg.robustness_draws, seed=cfg.seed, batch_size=max(cfg.batch_size, cfg.robustness_draws),
+                      progress=ctx.progress)
+
+
+def _figures(result: Robustness, ctx: Any) -> dict[str, Any]:
+    from ..stages import FigureSpec
+
+    return {"robustness": FigureSpec(
+        robustness_figure(result, ctx["complexity"].score), "Robustness to input noise (paper Fig. 11)",
+        "Variance of each feature's value under Gaussian pixel noise (σ in units of the [0, 1] pixel range), "
+        "over the feature's variance across clean images, against K. The paper finds complex features less "
+        "robust (more sensitive).")}
+
+
+def _stage() -> Any:
+    from ._stage import result_stage
+
+    return result_stage("robustness", _compute, Robustness, needs=("dictionary", "complexity"),
+                        settings=("robustness_sigmas", "robustness_draws", "robustness_images", "seed", "nnls_tol"),
+                        inputs=("model", "probe"), section="what", figures=_figures, columns=columns,
+                        applies=lambda ctx: ctx.config.robustness_images > 0)
+
+
+STAGE = _stage()

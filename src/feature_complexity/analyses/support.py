@@ -21,7 +21,7 @@ the complex part.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -53,6 +53,9 @@ class Support:
         head_mean_complexity, tail_mean_complexity: mean ``K`` of the top ``tail_split`` and of
             the rest.
         n_labelled: images with a known label that the accuracies count.
+        correct_all, correct_head: ``(n_labelled,)`` 0/1 per labelled image: top-1 correct with
+            every feature kept / with only the top ``tail_split`` by ``|Γ|`` (their mean
+            difference is what the support tail adds; the findings bootstrap it over images).
     """
 
     fractions: np.ndarray
@@ -66,6 +69,8 @@ class Support:
     head_mean_complexity: float
     tail_mean_complexity: float
     n_labelled: int
+    correct_all: np.ndarray | None = None
+    correct_head: np.ndarray | None = None
 
 
 def feature_orders(importance: np.ndarray, complexity: np.ndarray, *, seed: int = 0) -> dict[str, np.ndarray]:
@@ -161,16 +166,20 @@ def support_curves(
     if p.size == 0 or not np.all((p >= 0) & (p <= 1)) or not 0 < tail_split < 1:
         raise ValueError(f"fractions must lie in [0, 1] and tail_split in (0, 1); got {list(p)}, {tail_split}")
 
-    def accuracy(keep: np.ndarray) -> float:
+    def correct(keep: np.ndarray) -> np.ndarray:
         logits = ablated_logits(Z, keep, decode, head, batch_size=batch_size, device=device)
-        return float(np.mean(logits.argmax(axis=1)[known] == y[known]))
+        return (logits.argmax(axis=1)[known] == y[known]).astype(np.float64)
+
+    def accuracy(keep: np.ndarray) -> float:
+        return float(np.mean(correct(keep)))
 
     def top(order: np.ndarray, frac: float) -> np.ndarray:
         keep = np.zeros(k, dtype=bool)
         keep[order[: int(round(frac * k))]] = True
         return keep
 
-    everything = accuracy(np.ones(k, dtype=bool))
+    correct_all = correct(np.ones(k, dtype=bool))
+    everything = float(np.mean(correct_all))
     if A is not None:
         A = as_array(A, "A", 2, expected="(n_images, d)")
         if A.shape[0] != n:
@@ -183,13 +192,14 @@ def support_curves(
     acc = {name: np.array([accuracy(top(o, f)) for f in p]) for name, o in orders.items()}
     rel = {name: a / ref_acc if ref_acc > 0 else np.full_like(a, np.nan) for name, a in acc.items()}
     head_part = top(orders["abs_importance"], tail_split)
-    gain = (everything - accuracy(head_part)) / ref_acc if ref_acc > 0 else float("nan")
+    correct_head = correct(head_part)
+    gain = (everything - float(np.mean(correct_head))) / ref_acc if ref_acc > 0 else float("nan")
     return Support(
         fractions=p, orders=orders, accuracy=acc, relative=rel, reference_accuracy=ref_acc, reference=reference,
         tail_split=float(tail_split), tail_gain=float(gain),
         head_mean_complexity=float(np.mean(K[head_part])) if head_part.any() else float("nan"),
         tail_mean_complexity=float(np.mean(K[~head_part])) if (~head_part).any() else float("nan"),
-        n_labelled=int(known.sum()),
+        n_labelled=int(known.sum()), correct_all=correct_all, correct_head=correct_head,
     )
 
 
@@ -230,3 +240,40 @@ def support_figure(result: Support) -> "Figure":
     )
     ax.legend(fontsize=8, loc="lower right")
     return fig
+
+
+# ---------------------------------------------------------------------------------- the stage
+def _compute(ctx: Any) -> Support:
+    spec, d = ctx.inputs["spec"], ctx["dictionary"]
+    acts = ctx["activations"]
+    return support_curves(ctx["codes"], d.decode, spec.get(spec.head), np.asarray(acts.labels), ctx["importance"],
+                          ctx["complexity"].score, A=acts.penultimate, seed=ctx.config.seed,
+                          device=ctx.config.device)
+
+
+def _figures(result: Support, ctx: Any) -> dict[str, Any]:
+    from ..stages import FigureSpec
+
+    return {"support": FigureSpec(
+        support_figure(result), "Support features (paper Fig. 9)",
+        "Top-1 accuracy of the head on the reconstruction from the kept features, relative to the model, as "
+        "features are kept by importance (|Γ|, Γ), by complexity, or at random. The paper finds that the long "
+        "tail of individually unimportant (mostly complex) features adds accuracy collectively.")}
+
+
+def _applies(ctx: Any) -> bool:
+    spec = ctx.inputs.get("spec")
+    probe = ctx.inputs.get("probe")
+    labelled = probe is None or (np.asarray(getattr(probe, "labels", [0])) >= 0).any()
+    return (spec is None or spec.head is not None) and labelled
+
+
+def _stage() -> Any:
+    from ._stage import result_stage
+
+    return result_stage("support", _compute, Support, needs=("activations", "dictionary", "codes", "importance",
+                        "complexity"), settings=("seed",), inputs=("model",), applies=_applies,
+                        section="importance", figures=_figures, columns=columns)
+
+
+STAGE = _stage()
