@@ -68,12 +68,12 @@ def decodability_curves(
         lo, hi = np.percentile(curve, [25, 75], axis=1)
         ax.fill_between(depth, lo, hi, color=color, alpha=0.15, linewidth=0)
     ax.set_xticks(depth)
-    ax.set_xticklabels(layer_names, rotation=60, ha="right", fontsize=7)
+    ax.set_xticklabels(layer_names, rotation=45, ha="right", fontsize=9)
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("probe layer (residual block)")
+    ax.set_xlabel("probe layer (residual block, forward order)")
     ax.set_ylabel("I_V(f_l → z)  (mean, IQR band)")
     ax.set_title("Where features become linearly decodable")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=9, loc="upper left")
     return fig
 
 
@@ -90,14 +90,18 @@ def complexity_vs_importance(
     ok = np.isfinite(complexity) & np.isfinite(y)
     fig = _new_figure()
     ax = fig.add_subplot()
-    colors = np.where(importance[ok] < 0, "#8172B2", "#DD8452")
-    ax.scatter(complexity[ok], y[ok], s=10, c=colors, alpha=0.7, linewidths=0)
+    neg = importance < 0
+    for mask, color, label in ((ok & ~neg, "#DD8452", "supports its class (Γ ≥ 0)"),
+                               (ok & neg, "#6A3D9A", "inhibits its class (Γ < 0)")):
+        if mask.any():
+            ax.scatter(complexity[mask], y[mask], s=14, c=color, alpha=0.8, linewidths=0, label=label)
     if signed:
         ax.axhline(0, color="grey", linewidth=0.8)
     rho = spearmanr(complexity[ok], y[ok]).statistic if ok.sum() > 2 else float("nan")
-    ax.set_xlabel("complexity K")
-    ax.set_ylabel("importance Γ" if signed else "|Γ|")
-    ax.set_title(title or f"Complexity vs importance (Spearman ρ = {rho:.2f}; violet: inhibitors)")
+    ax.set_xlabel("complexity K (0 = simple, 1 = complex)")
+    ax.set_ylabel("importance Γ (logit units)" if signed else "|Γ| (logit units)")
+    ax.set_title(title or f"Complexity against importance (Spearman ρ = {rho:.2f})", fontsize=11)
+    ax.legend(fontsize=9, loc="best")
     return fig
 
 
@@ -109,7 +113,7 @@ def factor_complexity_figure(factors: dict[str, dict]) -> "Figure":
         factors: ``{factor: {"complexity": float, "per_layer": [n_layers], "layer_names": [...],
             "kept": float (optional)}}``.
     """
-    fig = _new_figure(9.0, 3.6)
+    fig = _new_figure(10.0, 4.2)
     ax, ax2 = fig.subplots(1, 2)
     names = list(factors)
     x = np.arange(len(names))
@@ -119,18 +123,22 @@ def factor_complexity_figure(factors: dict[str, dict]) -> "Figure":
         ax.bar(x + 0.2, [factors[n]["kept"] for n in names], width=0.4, color="#DD8452",
                label="kept: I_V at the penultimate layer")
     ax.set_xticks(x)
-    ax.set_xticklabels(names, rotation=30)
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=11)
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
-    ax.set_title("Generating factors (ground truth)")
+    ax.set_ylabel("K, or I_V at the penultimate layer (0 – 1)", fontsize=11)
+    ax.set_xlabel("generating factor", fontsize=11)
+    ax.legend(fontsize=10)
+    ax.set_title("Generating factors (ground truth)", fontsize=12)
     for name in names:
         curve = factors[name]["per_layer"]
         ax2.plot(range(1, len(curve) + 1), curve, marker="o", label=name)
     if names:
         layer_names = factors[names[0]]["layer_names"]
         ax2.set_xticks(range(1, len(layer_names) + 1))
-        ax2.set_xticklabels(layer_names, rotation=60, ha="right", fontsize=7)
+        ax2.set_xticklabels(layer_names, rotation=45, ha="right", fontsize=10)
     ax2.set_ylim(0, 1.02)
-    ax2.set_ylabel("I_V(f_l → factor)")
-    ax2.legend(fontsize=8)
+    ax2.set_ylabel("I_V(block → factor) (0 – 1)", fontsize=11)
+    ax2.set_xlabel("block (forward order)", fontsize=11)
+    ax2.set_title("Decodability of each factor across blocks", fontsize=12)
+    ax2.legend(fontsize=10)
     return fig

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["report_stage", "report_context", "render_html", "render_report", "rerender"]
+__all__ = ["report_stage", "report_context", "render_html", "render_page", "render_report", "rerender"]
 
 
 def __getattr__(name: str) -> Any:
@@ -28,7 +28,7 @@ def __getattr__(name: str) -> Any:
         from .stage import report_stage
 
         return report_stage
-    if name in ("report_context", "render_html", "render_report"):
+    if name in ("report_context", "render_html", "render_page", "render_report"):
         from . import build
 
         return getattr(build, name)

@@ -21,7 +21,7 @@ from .folder import RunFolder, check_run_dir
 from .sections import sections_context
 from .summary import fmt_number, summary_context
 
-__all__ = ["report_context", "render_html", "render_report", "DEFAULT_REPORT_MB"]
+__all__ = ["report_context", "render_html", "render_page", "render_report", "DEFAULT_REPORT_MB"]
 
 DEFAULT_REPORT_MB = 25.0
 #: what the page's own markup (everything but the data and the images) costs, generously
@@ -72,8 +72,10 @@ def _notes(index: dict[str, Any] | None, evidence: dict[str, Any], n_features: i
     return notes
 
 
-def report_context(run_dir: str | Path, *, report_mb: float = DEFAULT_REPORT_MB) -> dict[str, Any]:
+def report_context(run_dir: str | Path, *, report_mb: float = DEFAULT_REPORT_MB, reserve: int = 0) -> dict[str, Any]:
     """Everything the templates show, read from the run folder ``run_dir``.
+
+    ``reserve``: bytes of the budget not to spend on thumbnails (see :func:`render_page`).
 
     Raises:
         FileNotFoundError, ValueError: ``run_dir`` is not a finished run folder (the message says
@@ -86,13 +88,16 @@ def report_context(run_dir: str | Path, *, report_mb: float = DEFAULT_REPORT_MB)
     data = explorer_data(frame, teleport_never=never)
     data_json = json_for_script(data)
     budget = Budget.of_megabytes(report_mb)
-    budget.spend(len(data_json.encode()) + len(_static("report.css")) + len(_static("explorer.js")) + _MARKUP_BYTES)
+    budget.spend(len(data_json.encode()) + len(_static("report.css").encode()) + len(_static("explorer.js").encode())
+                 + _MARKUP_BYTES + reserve)
     sections, finding_figures = sections_context(folder, budget)
     must_fit = budget.used
     index = evidence_index(folder.path)
     rendered = {int(f) for f in (index or {}).get("files", {})}
     strip = spectrum_strip(frame, rendered)
     first = [s["feature"] for s in strip["simplest"] + strip["most_complex"]]
+    for f in first:  # the strip's thumbnails are in the page twice: in the markup and in the explorer's data
+        budget.spend(4 * ((folder.path / "evidence" / index["files"][str(f)]).stat().st_size + 2) // 3)
     evidence = embed_evidence(folder.path, index, budget, first=first)
     model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
     findings = findings_context(folder.json("findings.json"))
@@ -125,6 +130,21 @@ def _footer(budget: Budget, evidence: dict[str, Any], must_fit: int, report_mb: 
             "over": must_fit > budget.limit, "must_fit_mb": f"{must_fit / 1e6:.1f}"}
 
 
+def render_page(run_dir: str | Path, *, report_mb: float = DEFAULT_REPORT_MB) -> str:
+    """The page of ``run_dir`` within ``report_mb``: the budget is planned from the parts' sizes,
+    then checked on the rendered text; an overshoot (markup larger than planned) is taken off the
+    thumbnails and the page rendered again."""
+    limit, reserve = int(report_mb * 1_000_000), 0
+    for _ in range(4):
+        context = report_context(run_dir, report_mb=report_mb, reserve=reserve)
+        page = render_html(context)
+        over = len(page.encode("utf-8")) - limit
+        if over <= 0 or context["footer"]["n_embedded"] == 0:
+            return page
+        reserve += over + 20_000
+    return page
+
+
 def render_report(run_dir: str | Path, *, report_mb: float = DEFAULT_REPORT_MB, out: Path | None = None) -> Path:
     """Write ``run_dir/report.html`` (or ``out``) atomically; returns its path.
 
@@ -134,7 +154,7 @@ def render_report(run_dir: str | Path, *, report_mb: float = DEFAULT_REPORT_MB, 
     """
     from ..io import atomic_path
 
-    page = render_html(report_context(run_dir, report_mb=report_mb))
+    page = render_page(run_dir, report_mb=report_mb)
     path = Path(out) if out is not None else Path(run_dir) / "report.html"
     with atomic_path(path) as tmp:
         tmp.write_text(page, encoding="utf-8")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .summary import fmt_number
+from .summary import fmt_number, fmt_p
 
 __all__ = ["findings_context", "VERDICT_LABELS"]
 
@@ -52,7 +52,7 @@ def _row(f: dict[str, Any]) -> dict[str, Any]:
         "n": fmt_number(f.get("n")) if f.get("n") is not None else None,
         "expected": expected,
         "value": _interval(f.get("value"), f.get("ci_low"), f.get("ci_high")),
-        "p_value": fmt_number(f.get("p_value"), 2) if f.get("p_value") is not None else None,
+        "p_value": fmt_p(f.get("p_value")) if f.get("p_value") is not None else None,
         "control": control,
         "verdict": verdict,
         "verdict_label": VERDICT_LABELS.get(verdict, verdict.replace("_", " ")),

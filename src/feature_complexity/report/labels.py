@@ -35,6 +35,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
           "feature was available early in training; high, it appeared late."),
     "first_decodable_epoch": ("first decodable (epoch)", "First epoch at which the feature is linearly decodable "
                               "from the penultimate layer with I_V ≥ ½."),
+    "first_decodable": ("first decodable", "First training time (in the run's time unit) at which the feature is "
+                        "linearly decodable from the checkpoint's penultimate layer with I_V ≥ ½; empty: never."),
     "first_decodable_step": ("first decodable (step)", "First training step at which I_V ≥ ½."),
     "redundancy": ("redundancy", "How much of the feature survives when units of the penultimate layer are "
                    "masked at random (Nanda et al.)."),

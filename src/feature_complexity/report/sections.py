@@ -15,7 +15,7 @@ from typing import Any
 from .embed import Budget
 from .folder import RunFolder
 from .labels import SECTIONS
-from .summary import fmt_number, fmt_percent
+from .summary import fmt_number, fmt_p, fmt_percent
 
 __all__ = ["figures_by_section", "sections_context", "flow_tables", "dynamics_tables", "factor_tables",
            "SECTION_ORDER"]
@@ -39,7 +39,16 @@ def _figure(path: Path, title: str, caption: str, budget: Budget) -> dict[str, A
 
     uri = data_uri(path)
     budget.spend(len(uri))
-    return {"name": path.stem, "title": title, "caption": caption, "uri": uri}
+    return {"name": path.stem, "title": title, "caption": caption, "uri": uri, "width": _png_width(path)}
+
+
+def _png_width(path: Path) -> int | None:
+    """The PNG's width in pixels (its IHDR chunk): figures are shown at their own size, so a wide
+    figure's fonts are as large as a narrow one's (the page scales down only what does not fit)."""
+    head = path.read_bytes()[:24]
+    if head[:8] != b"\x89PNG\r\n\x1a\n":
+        return None
+    return int.from_bytes(head[16:20], "big")
 
 
 def figures_by_section(folder: RunFolder, budget: Budget) -> dict[str, list[dict[str, Any]]]:
@@ -73,8 +82,9 @@ def _table(title: str, header: list[str], rows: list[list[str]], note: str | Non
 def _spearman_sentence(stat: Any, what: str, expectation: str, constant_reason: str | None) -> str:
     rho = stat.get("rho") if isinstance(stat, dict) else None
     if rho is not None and math.isfinite(float(rho)):
-        p = stat.get("p_value")
-        return f"Spearman({what}, K) = {float(rho):.2f} (p = {fmt_number(p, 2)}); {expectation}"
+        p = fmt_p(stat.get("p_value"))
+        p = p if p.startswith("<") else f"= {p}"
+        return f"Spearman({what}, K) = {float(rho):.2f} (p {p}); {expectation}"
     return f"Spearman({what}, K) is undefined: {constant_reason or 'too few features with a value'}."
 
 
@@ -84,7 +94,7 @@ def _depth_reason(counts: list[int], blocks: list[str], threshold: float) -> str
     for depth, count in enumerate(counts):
         if total and count == total:
             if depth == len(blocks):
-                return ("constant: every feature has the same teleport depth, 'never' (at every feature the "
+                return ("constant: every feature has the same teleport depth, 'never' (for every feature the "
                         f"last block's residual branch adds more than {fmt_percent(1 - threshold)} of its I_V)")
             return f"constant: every feature has the same teleport depth (from block {blocks[depth]})"
     return None
@@ -119,7 +129,7 @@ def flow_tables(flow: dict[str, Any]) -> dict[str, Any]:
             continue
         rows.append([name, fmt_number(g.get("n")),
                      f"{fmt_number(g.get('complexity_min'))} – {fmt_number(g.get('complexity_max'))}",
-                     fmt_number(g.get("mean_teleport_depth"), 2), fmt_percent(g.get("never_teleported")),
+                     _mean_depth(g.get("mean_teleport_depth"), len(blocks)), fmt_percent(g.get("never_teleported")),
                      fmt_number(g.get("mean_skip_share"))])
     if rows:
         tables.append(_table("The three complexity thirds", ["features", "n", "K range", "mean teleport depth",
@@ -127,7 +137,15 @@ def flow_tables(flow: dict[str, Any]) -> dict[str, Any]:
     return {"sentences": sentences, "tables": tables}
 
 
+def _mean_depth(value: Any, n_blocks: int) -> str:
+    """A mean teleport depth; the number of blocks itself means that no feature is teleported."""
+    if value is not None and n_blocks and float(value) >= n_blocks:
+        return f"never ({n_blocks} = the number of blocks)"
+    return fmt_number(value, 2)
+
+
 _CHECKPOINT_COLUMNS = (("checkpoint", "checkpoint", None), ("epoch", "epoch", None), ("step", "step", None),
+                       ("time", "training time", None), ("n_features", "features", None),
                        ("accuracy", "accuracy", "percent"), ("mean_complexity", "mean K", None),
                        ("top_mean_complexity", "mean K of the most important", None),
                        ("spearman_k_importance", "Spearman(K, Γ)", None))
@@ -202,7 +220,8 @@ def sections_context(folder: RunFolder, budget: Budget) -> tuple[list[dict[str, 
 def _checkpoint_table(run_dir: Path) -> Any:
     import pandas as pd
 
-    for path in (run_dir / "dynamics_checkpoints.parquet", run_dir / "dynamics" / "dynamics_checkpoints.parquet"):
+    for path in (run_dir / "dynamics" / "checkpoints.parquet", run_dir / "dynamics_checkpoints.parquet",
+                 run_dir / "dynamics" / "dynamics_checkpoints.parquet"):
         if path.exists():
             return pd.read_parquet(path)
     return None

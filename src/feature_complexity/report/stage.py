@@ -21,10 +21,10 @@ REPORT_FILE = "report.html"
 
 
 def _compute(ctx: "Context") -> str:
-    from .build import render_html, report_context
+    from .build import render_page
 
     assert ctx.out is not None  # applies() guarantees a run folder
-    return render_html(report_context(ctx.out, report_mb=float(ctx.config.report_mb)))
+    return render_page(ctx.out, report_mb=float(ctx.config.report_mb))
 
 
 def _save(page: str, out: Path) -> None:

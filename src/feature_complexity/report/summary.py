@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["summary_context", "fmt_number", "fmt_percent"]
+__all__ = ["summary_context", "fmt_number", "fmt_percent", "fmt_p"]
 
 #: configuration fields worth showing in the summary, with their labels
 _SETTINGS = (("dictionary", "dictionary"), ("learner", "learner"), ("n_atoms_per_class", "atoms per class"),
@@ -34,9 +34,18 @@ def fmt_number(value: Any, digits: int = 3) -> str:
         return str(value)
     if not math.isfinite(x):
         return "—"
+    if abs(x) < 1e-12:  # floating-point dust around zero (an interval's bound, say)
+        return "0"
     if x.is_integer() and abs(x) < 1e15:
         return f"{int(x):,}"
     return f"{x:.{digits}g}" if abs(x) < 1e-3 or abs(x) >= 1e4 else f"{x:.{digits}f}"
+
+
+def fmt_p(value: Any) -> str:
+    """A p-value: two significant digits, ``< 0.001`` below that."""
+    if value is None or not math.isfinite(float(value)):
+        return "—"
+    return "< 0.001" if float(value) < 0.001 else f"{float(value):.2g}"
 
 
 def fmt_percent(value: Any) -> str:
