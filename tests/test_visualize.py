@@ -1,4 +1,5 @@
-"""Fourier feature visualisation (MACO-style) and the average spectrum."""
+"""The images of the evidence: Fourier feature visualisation (MACO-style), the average spectrum,
+top images and concept heatmaps, and the evidence stage (selection, thumbnails, resume, gallery)."""
 
 from __future__ import annotations
 
@@ -151,3 +152,209 @@ def test_decoder_visualisation_raises_the_probe_output(spec, probe_images):
     assert decoder_layers(["a"]) == ["a"]
     fig = decoder_figure({"block1": img, "block2": img}, feature_image=img, iv={"block1": 0.2})
     assert len(fig.axes) == 3
+
+
+# ---------------------------------------------------------------------------- top images, heatmaps
+from feature_complexity.report.heatmaps import concept_heatmaps, overlay, top_images, top_images_all  # noqa: E402
+
+
+def test_top_images_against_sort():
+    Z = np.random.default_rng(0).random((50, 5))
+    np.testing.assert_array_equal(top_images(Z, 3, 7), np.argsort(Z[:, 3])[::-1][:7])
+    assert top_images(Z, 0, 500).shape == (50,)
+    with pytest.raises(ValueError, match="does not exist"):
+        top_images(Z, 5, 3)
+
+
+def test_top_images_of_every_feature_in_one_pass_match_a_sort_per_feature():
+    rng = np.random.default_rng(1)
+    Z = rng.random((500, 30)) * (rng.random((500, 30)) < 0.5)
+    Z[:, 7] = 0.0
+    Z[:3, 7] = [0.1, 0.3, 0.2]  # active on three images only
+    got = top_images_all(Z, 6, chunk=64)  # several chunks: the running top must merge correctly
+    for f in range(30):
+        active = np.flatnonzero(Z[:, f] > 0)
+        ref = active[np.argsort(-Z[active, f], kind="stable")][:6]
+        np.testing.assert_array_equal(got[f, :len(ref)], ref)
+        assert (got[f, len(ref):] == -1).all()
+    np.testing.assert_array_equal(got[7], [1, 2, 0, -1, -1, -1])
+
+
+class ColourNet(nn.Module):
+    """Spatial layer = the image's three colour channels, average-pooled 2x2 (8x8 from 16x16)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block1 = nn.Identity()
+        self.block2 = nn.AvgPool2d(2)
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.fc(self.block2(self.block1(x)).mean(dim=(2, 3)))
+
+
+def _colour_spec() -> ModelSpec:
+    return ModelSpec(name="colour", module=ColourNet(), probe_layers=["block1", "block2"], head="fc", num_classes=2,
+                     input_size=SIZE, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+
+
+def test_heatmap_lights_up_on_the_planted_colour_patch():
+    x = torch.zeros(2, 3, SIZE, SIZE)
+    x[0, 0, 2:8, 9:15] = 1.0  # image 0: red patch top-right
+    x[0, 1, 10:15, 1:6] = 1.0  # and a green patch bottom-left
+    x[1, 0, 9:15, 1:7] = 1.0  # image 1: red patch bottom-left
+    heat = concept_heatmaps(_colour_spec(), x, np.eye(3, dtype=np.float32), [0, 1])  # atoms: red, green, blue
+    assert heat.shape == (2, 2, SIZE, SIZE)
+    for b, feat, region in [(0, 0, (slice(2, 8), slice(9, 15))), (0, 1, (slice(10, 15), slice(1, 6))),
+                            (1, 0, (slice(9, 15), slice(1, 7)))]:
+        h = heat[b, feat]
+        mask = np.zeros_like(h, dtype=bool)
+        mask[region] = True
+        assert h[mask].mean() > 10 * (h[~mask].mean() + 1e-6)
+        assert mask[np.unravel_index(h.argmax(), h.shape)]
+    assert heat[1, 0, 2:8, 9:15].max() < 1e-3  # red stays dark where only image 0 had red
+
+
+def test_heatmap_channel_mismatch_is_explained():
+    with pytest.raises(ValueError, match="channels"):
+        concept_heatmaps(_colour_spec(), torch.zeros(1, 3, SIZE, SIZE), np.eye(4, dtype=np.float32), [0])
+
+
+def test_overlay_keeps_cold_pixels_and_colours_hot_ones():
+    img = np.full((4, 4, 3), 100, dtype=np.uint8)
+    heat = np.zeros((4, 4))
+    heat[0, 0] = 1.0
+    out = overlay(img, heat)
+    assert out.dtype == np.uint8 and out.shape == (4, 4, 3)
+    np.testing.assert_array_equal(out[1:, 1:], img[1:, 1:])
+    assert not np.array_equal(out[0, 0], img[0, 0])
+    with pytest.raises(ValueError, match="heat has shape"):
+        overlay(img, np.zeros((3, 3)))
+
+
+# ---------------------------------------------------------------------------- the evidence stage
+from feature_complexity.analyses import evidence as ev  # noqa: E402
+
+
+def test_selection_is_bounded_seeded_and_keeps_both_ends_first():
+    rng = np.random.default_rng(0)
+    K, G = rng.random(1000), rng.normal(size=1000)
+    order, reasons = ev.select_evidence_features(K, G, 40, seed=1)
+    assert len(order) == 40 == len(set(order))
+    # the first three are the simplest, the most complex and the most important feature
+    assert order[:3] == [int(np.argmin(K)), int(np.argmax(K)), int(np.argmax(np.abs(G)))]
+    assert set(reasons) == {"simplest", "most_complex", "most_important", "sample"}
+    assert sum(map(len, reasons.values())) >= 40 and len(reasons["sample"]) >= 10
+    assert ev.select_evidence_features(K, G, 40, seed=1) == (order, reasons)
+    assert ev.select_evidence_features(K, G, 40, seed=2)[0] != order
+    small, _ = ev.select_evidence_features(K[:30], None, 40)
+    assert sorted(small) == list(range(30))
+    assert ev.select_evidence_features(K, G, 0)[0] == []
+
+
+def test_gallery_has_no_empty_band_above_its_rows():
+    import pandas as pd
+
+    clusters = pd.DataFrame({"cluster": [0, 1, 2], "mean_complexity": [0.2, 0.5, 0.8], "size": [2, 2, 1],
+                             "members": [[0, 1], [2, 3], [4]]})
+    top = np.arange(5 * 4).reshape(5, 4)
+    fig = ev.gallery_figure(clusters, top, lambda i: np.full((8, 8, 3), i * 10, dtype=np.uint8), n_per_row=4)
+    tops = [ax.get_position().y1 for ax in fig.axes]
+    height = fig.get_size_inches()[1]
+    assert (1 - max(tops)) * height < 0.6  # only the title's band above the first row
+    assert len(fig.axes) == 2 * 4 + 4  # round-robin over members: a row of 4 even from 1 feature
+
+
+@pytest.fixture(scope="module")
+def evidence_ctx(tmp_path_factory):
+    """A context with everything the evidence stage reads: the tiny CNN, 64 images, 40 atoms."""
+    from types import SimpleNamespace
+
+    from conftest import TinyImages, make_tiny_spec
+
+    from feature_complexity.activations import extract_activations
+    from feature_complexity.config import RunConfig
+    from feature_complexity.features.base import Dictionary
+    from feature_complexity.stages import Context
+
+    spec, probe = make_tiny_spec(), TinyImages()
+    acts = extract_activations(spec, probe, batch_size=64, progress=False)
+    rng = np.random.default_rng(0)
+    # atoms: the activations of 40 of the images (so that every atom is active on some images)
+    A = np.asarray(acts.penultimate, dtype=np.float32)
+    d = Dictionary(D=A[:40] + 0.01, feature_class=np.repeat(np.arange(4), 10),
+                   method="nmf", scope="per_class", n_atoms_per_class=10, reconstruction_error=0.1)
+    Z = np.asarray(d.encode(np.asarray(acts.penultimate)), dtype=np.float32)
+    results = {"dictionary": d, "codes": Z, "complexity": SimpleNamespace(score=rng.random(40)),
+               "importance": rng.normal(size=40), "activations": acts}
+
+    def make(out, **config):
+        ctx = Context(config=RunConfig(**config), out=out, inputs={"spec": spec, "probe": probe},
+                      results=dict(results), log=lambda m: None)
+        ctx.keys = {name: "k" for name in results} | {"evidence": repr(sorted(config.items()))}
+        return ctx
+
+    return make
+
+
+class _Stop(Exception):
+    """Stands for an interruption (Ctrl-C, a killed job) in the middle of the evidence."""
+
+
+_THUMBNAIL = ev.thumbnail
+
+
+def _counting(monkeypatch, fail_after=None):
+    """Count the thumbnails drawn (and stop after ``fail_after``)."""
+    calls = []
+    real = _THUMBNAIL
+
+    def counted(*args, **kwargs):
+        if fail_after is not None and len(calls) >= fail_after:
+            raise _Stop
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ev, "thumbnail", counted)
+    return calls
+
+
+@pytest.mark.slow
+def test_evidence_resumes_where_it_stopped(evidence_ctx, tmp_path, monkeypatch):
+    ctx = evidence_ctx(tmp_path)
+    calls = _counting(monkeypatch, fail_after=35)  # the first group of 32 and 3 of the second
+    with pytest.raises(_Stop):
+        ev._compute(ctx)
+    calls = _counting(monkeypatch)
+    result = ev._compute(ctx)
+    active = int((result.top >= 0).any(axis=1).sum())
+    assert active >= 36
+    assert len(calls) == active - 35 and len(result.files) == active
+    ev._save(result, tmp_path)
+    loaded = ev._load(tmp_path)
+    assert loaded.files == result.files and loaded.selected == result.selected
+    np.testing.assert_array_equal(loaded.top, result.top)
+    assert sorted(p.name for p in (tmp_path / "evidence").glob("*.jpg")) == sorted(result.files.values())
+    # other settings: another key, the work folder is wiped and everything is drawn again
+    calls = _counting(monkeypatch)
+    ev._compute(evidence_ctx(tmp_path, n_top=3))
+    assert len(calls) == active
+
+
+@pytest.mark.slow
+def test_evidence_renders_only_its_budget(evidence_ctx, tmp_path, monkeypatch):
+    from PIL import Image
+
+    calls = _counting(monkeypatch)
+    result = ev._compute(evidence_ctx(tmp_path, evidence_features=8, n_top=4))
+    assert len(result.files) == len(calls) == 8 and result.top.shape == (40, 4)  # top images: every feature
+    assert result.heatmap_note is None
+    ev._save(result, tmp_path)
+    first = tmp_path / "evidence" / next(iter(result.files.values()))
+    w, h = Image.open(first).size
+    assert (w, h) == (4 * 64 + 3 * 2, 2 * 64 + 2)  # 4 images, heatmaps below
+    # a second save with fewer features removes the files of the first
+    fewer = ev.Evidence(result.top, result.selected[:2], result.reasons, dict(list(result.files.items())[:2]),
+                        workdir=None)
+    ev._save(fewer, tmp_path)
+    assert len(list((tmp_path / "evidence").glob("*.jpg"))) == 2
