@@ -1,25 +1,43 @@
 """Tests of the complexity engine (feature_complexity.complexity).
 
 References: scikit-learn ``Ridge`` fitted per feature, per layer, per fold and per penalty
-(brute force, same folds and grid, selection rule re-implemented here); closed forms for planted
-targets (known signal-to-noise ratio, pure noise, exact linear functions).
+(brute force, same folds and grid, selection rule re-implemented here); a copy of the engine's
+previous algorithm (one ``p x p`` by ``p x k`` product per penalty and fold, no partial
+fractions, no cells, first-batch shift of X and Z) which the fast engine must reproduce to 1e-10;
+closed forms for planted targets (known signal-to-noise ratio, pure noise, exact linear
+functions); coverage of the jackknife intervals by simulation in planted cases with a known
+population R^2.
 """
 
 from __future__ import annotations
 
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import torch
 
 import feature_complexity as fc
 from feature_complexity.complexity import (
     DEFAULT_ALPHAS,
     ComplexityResult,
     RidgeProbeStats,
+    cell_assignment,
     complexity,
     fold_assignment,
 )
+import feature_complexity.complexity as engine
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny matrices on a shared 2-core machine: two spinning threads only slow them down."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------- reference
@@ -66,6 +84,66 @@ def random_problem(seed: int, n: int = 300):
         X1 @ rng.normal(size=20) + 0.1 * rng.normal(size=n),
     ])
     return [X0, X1], Z
+
+
+# ---------------------------------------------------------------------- the previous algorithm
+def reference_sse(X: np.ndarray, Z: np.ndarray, folds: np.ndarray, alphas, batch_size: int = 4096):
+    """The engine as it was before partial fractions (commit 472a647), kept as the reference.
+
+    Per fold sums in float64 after shifting X and Z by the first batch's means; per fold one
+    eigendecomposition; per penalty the quadratic term ``((M @ DQ) * DQ).sum(0)`` as it stands.
+    Returns ``(n_alphas, k)`` SSE and ``(k,)`` null SSE, both clamped at 0.
+    """
+    X, Z = np.asarray(X, dtype=np.float64), np.asarray(Z, dtype=np.float64)
+    if Z.ndim == 1:
+        Z = Z[:, None]
+    n, p = X.shape
+    k, F = Z.shape[1], int(folds.max()) + 1
+    sx, sz = X[:batch_size].mean(0), Z[:batch_size].mean(0)
+    Xs, Zs = torch.from_numpy(X - sx), torch.from_numpy(Z - sz)
+    fo = torch.from_numpy(folds)
+    cnt = torch.stack([(fo == f).sum().double() for f in range(F)])
+    Sx = torch.stack([Xs[fo == f].sum(0) for f in range(F)])
+    Sz = torch.stack([Zs[fo == f].sum(0) for f in range(F)])
+    XX = torch.stack([Xs[fo == f].T @ Xs[fo == f] for f in range(F)])
+    XZ = torch.stack([Xs[fo == f].T @ Zs[fo == f] for f in range(F)])
+    ZZ = torch.stack([(Zs[fo == f] ** 2).sum(0) for f in range(F)])
+    a = torch.as_tensor(np.asarray(alphas, dtype=np.float64))
+    N = cnt.sum()
+    sse, null = torch.zeros(len(a), k, dtype=torch.float64), torch.zeros(k, dtype=torch.float64)
+    for f in range(F):
+        n_f, n_tr = cnt[f], N - cnt[f]
+        mu_x, mu_z = (Sx.sum(0) - Sx[f]) / n_tr, (Sz.sum(0) - Sz[f]) / n_tr
+        Sxx = (XX.sum(0) - XX[f]) - n_tr * torch.outer(mu_x, mu_x)
+        Sxz = (XZ.sum(0) - XZ[f]) - n_tr * torch.outer(mu_x, mu_z)
+        e, V = torch.linalg.eigh(0.5 * (Sxx + Sxx.T))
+        e = e.clamp(min=0.0)
+        denom = e[None, :] + (a * (e.sum() / p))[:, None]
+        D = torch.where(denom > 0, 1.0 / torch.where(denom > 0, denom, 1.0), 0.0)
+        Cxz = XZ[f] - torch.outer(mu_x, Sz[f]) - torch.outer(Sx[f], mu_z) + n_f * torch.outer(mu_x, mu_z)
+        Cxx = XX[f] - torch.outer(mu_x, Sx[f]) - torch.outer(Sx[f], mu_x) + n_f * torch.outer(mu_x, mu_x)
+        czz = ZZ[f] - 2.0 * mu_z * Sz[f] + n_f * mu_z * mu_z
+        Q, C, M = V.T @ Sxz, V.T @ Cxz, V.T @ Cxx @ V
+        cross = D @ (Q * C)
+        for i in range(len(a)):
+            DQ = D[i][:, None] * Q
+            sse[i] += czz - 2.0 * cross[i] + ((M @ DQ) * DQ).sum(0)
+        null += czz
+    return sse.clamp(min=0.0).numpy(), null.clamp(min=0.0).numpy()
+
+
+def reference_iv(layers, Z, folds, alphas=DEFAULT_ALPHAS):
+    """``(n_layers, k)`` I_V and chosen alphas of the previous algorithm (constant -> 0, nan)."""
+    Z = np.asarray(Z, dtype=np.float64).reshape(len(Z), -1)
+    constant = np.all(Z == Z[0], axis=0)
+    iv, chosen = np.zeros((len(layers), Z.shape[1])), np.zeros((len(layers), Z.shape[1]))
+    for li, X in enumerate(layers):
+        sse, null = reference_sse(X, Z, folds, alphas)
+        best = sse.argmin(0)
+        bad = constant | (null <= 0)
+        iv[li] = np.where(bad, 0.0, np.clip(1 - sse[best, np.arange(Z.shape[1])] / np.where(bad, 1, null), 0, 1))
+        chosen[li] = np.where(bad, np.nan, np.asarray(alphas)[best])
+    return iv, chosen
 
 
 # ---------------------------------------------------------------------- vs scikit-learn
@@ -210,11 +288,12 @@ def test_stats_ignore_row_order():
 
 def test_stats_v_information_is_a_row_of_complexity():
     layers, Z = random_problem(13)
-    res = complexity(layers, Z, seed=4)
+    res = complexity(layers, Z, seed=4, confidence=None)  # one cell per fold, as the class
     stats = RidgeProbeStats(7, 4, 5)
     stats.update(layers[0], Z, fold_assignment(len(Z), 5, 4))
     iv, alpha = stats.v_information()
-    np.testing.assert_array_equal(iv, res.per_layer[0])
+    # same numbers up to rounding (the class takes its shift from torch, complexity from numpy)
+    np.testing.assert_allclose(iv, res.per_layer[0], atol=1e-13, rtol=0)
     np.testing.assert_array_equal(alpha, res.alpha[0])
 
 
@@ -224,7 +303,7 @@ def test_deterministic_for_a_seed_and_seed_matters():
     np.testing.assert_array_equal(a.per_layer, b.per_layer)
     c = complexity(layers, Z, seed=4)
     assert not np.array_equal(a.per_layer, c.per_layer)
-    d = complexity(layers, Z, fold_ids=fold_assignment(len(Z), 5, 4))
+    d = complexity(layers, Z, fold_ids=fold_assignment(len(Z), 5, 4), seed=4)  # seed: the cells
     np.testing.assert_array_equal(c.per_layer, d.per_layer)
 
 
@@ -245,7 +324,8 @@ def test_sequence_and_mapping_inputs_agree():
     assert seq.layer_names == ["layer0", "layer1"] and mapping.layer_names == ["a", "b"]
     np.testing.assert_array_equal(seq.per_layer, mapping.per_layer)
     rev = complexity({"b": layers[1], "a": layers[0]}, Z)
-    np.testing.assert_array_equal(rev.per_layer, mapping.per_layer[::-1])  # order as given
+    # order as given (equal up to rounding: buffer alignment can change BLAS's last bit)
+    np.testing.assert_allclose(rev.per_layer, mapping.per_layer[::-1], atol=1e-13, rtol=0)
 
 
 def test_memmap_input_equals_in_memory(tmp_path):
@@ -293,7 +373,11 @@ def test_to_frame():
     layers, Z = random_problem(20)
     res = complexity({"b1": layers[0], "b2": layers[1]}, Z)
     frame = res.to_frame()
-    assert list(frame.columns) == ["complexity", "iv_b1", "iv_b2"]
+    assert list(frame.columns) == ["complexity", "complexity_lo", "complexity_hi", "iv_b1",
+                                   "iv_b1_lo", "iv_b1_hi", "iv_b2", "iv_b2_lo", "iv_b2_hi"]
+    np.testing.assert_array_equal(frame["iv_b1_hi"].to_numpy(), res.per_layer_hi[0])
+    plain = complexity({"b1": layers[0], "b2": layers[1]}, Z, confidence=None).to_frame()
+    assert list(plain.columns) == ["complexity", "iv_b1", "iv_b2"]
     assert frame.index.name == "feature" and len(frame) == 4
     np.testing.assert_array_equal(frame["iv_b2"].to_numpy(), res.per_layer[1])
     assert res.n_images == 300 and res.n_folds == 5
@@ -355,3 +439,328 @@ def test_stats_update_checks_shapes_and_folds():
     stats.update(np.ones((4, 3)), np.ones((4, 2)), np.array([0, 1, 2, 3]))
     with pytest.raises(ValueError, match="every fold needs at least 1 image"):
         stats.v_information()
+
+
+# ---------------------------------------------------------------------- vs the previous algorithm
+def degenerate_problem(seed: int, n: int = 400):
+    """Layers whose training scatters have repeated eigenvalues.
+
+    ``rot``: every base row comes with its three 90-degree rotations (in two column pairs at
+    once) in the same fold, and two more columns are the same on the four rows; every fold's
+    scatter then commutes with the rotation, so its eigenvalues come in exactly equal pairs
+    (computed as pairs equal to about 1e-16). ``dead``: three constant channels, a zero one and
+    two copies of a column (repeated zero eigenvalues). Returns layers, Z, folds.
+    """
+    rng = np.random.default_rng(seed)
+    m = n // 4
+    turn = np.array([[0.0, 1.0], [-1.0, 0.0]])
+    b1, b2 = rng.normal(size=(m, 2)), rng.normal(size=(m, 2)) * 1.5
+    R1 = np.concatenate([b1 @ np.linalg.matrix_power(turn, i) for i in range(4)])
+    R2 = np.concatenate([b2 @ np.linalg.matrix_power(turn, i) for i in range(4)])
+    g = np.tile(rng.normal(size=(m, 2)), (4, 1))  # the same on an orbit: no coupling to R1, R2
+    folds = np.tile(np.arange(m) % 5, 4)
+    rot = np.column_stack([R1, R2, g])
+    X = rng.normal(size=(n, 5))
+    dead = np.column_stack([X, np.full((n, 3), 2.5), np.zeros(n), X[:, 0], X[:, 0]])
+    Z = np.column_stack([
+        R1 @ np.array([1.0, -0.5]) + R2[:, 0] + 0.3 * rng.normal(size=n),
+        X[:, 0] - X[:, 1] + 0.5 * rng.normal(size=n),
+        g[:, 0] + rng.normal(size=n),
+        rng.normal(size=n),
+    ])
+    return [rot, dead], Z, folds
+
+
+@pytest.mark.parametrize("seed, cells", [(0, 1), (1, 2), (2, 3)])
+def test_matches_previous_algorithm_to_1e10(seed, cells):
+    layers, Z = random_problem(seed)
+    folds = fold_assignment(len(Z), 5, seed)
+    res = complexity(layers, Z, seed=seed, cells_per_fold=cells)
+    ref_iv, ref_alpha = reference_iv(layers, Z, folds)
+    np.testing.assert_allclose(res.per_layer, ref_iv, atol=1e-10, rtol=0)
+    np.testing.assert_array_equal(res.alpha, ref_alpha)
+    for X in layers:  # every penalty, not only the chosen one
+        st = RidgeProbeStats(X.shape[1], 4, 5)
+        st.update(X, Z, folds)
+        sse, null = st.held_out_sse(DEFAULT_ALPHAS)
+        ref_sse, ref_null = reference_sse(X, Z, folds, DEFAULT_ALPHAS)
+        np.testing.assert_allclose(sse, ref_sse, rtol=1e-10, atol=1e-10 * ref_null.max())
+        np.testing.assert_allclose(null, ref_null, rtol=1e-12)
+
+
+def test_repeated_and_near_repeated_eigenvalues_match_previous_algorithm():
+    layers, Z, folds = degenerate_problem(3)
+    st = RidgeProbeStats(layers[0].shape[1], 4, 5)
+    st.update(layers[0], Z, folds)
+    tot = {"N": st.count.sum(), "sx": st.sum_x.sum(0), "sz": st.sum_z.sum(0),
+           "xx": engine._mirror_upper(st.xx.sum(0), st._blocks), "zx": st.zx.sum(0)}
+    fm = engine._fold_model(st, tot, 0, np.asarray(DEFAULT_ALPHAS))
+    assert fm.members is not None and len(fm.members) >= 4  # the planted clusters were found
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = complexity(layers, Z, fold_ids=folds, cells_per_fold=2)
+        ref_iv, ref_alpha = reference_iv(layers, Z, folds)
+    np.testing.assert_allclose(res.per_layer, ref_iv, atol=1e-10, rtol=0)
+    np.testing.assert_array_equal(res.alpha, ref_alpha)
+    for X in layers:
+        st = RidgeProbeStats(X.shape[1], 4, 5)
+        st.update(X, Z, folds)
+        sse, null = st.held_out_sse(DEFAULT_ALPHAS)
+        ref_sse, _ = reference_sse(X, Z, folds, DEFAULT_ALPHAS)
+        np.testing.assert_allclose(sse, ref_sse, rtol=0, atol=1e-10 * null.max())
+
+
+def test_partial_fractions_equal_the_direct_quadratic_form():
+    """The penalty sweep against ``q^T D M D q`` evaluated as it stands, on a spectrum with an
+    exactly repeated eigenvalue, a chain of near-equal ones, zeros and well separated ones."""
+    rng = np.random.default_rng(4)
+    e = torch.tensor([0.0, 0.0, 1e-14, 0.3, 1.0, 1.0, 1.0 + 1e-9, 1.0 + 2e-9, 2.0, 7.5, 40.0, 41.0],
+                     dtype=torch.float64)
+    p, kc = len(e), 6
+    alphas = np.array([1e-6, 1e-3, 1.0, 30.0])
+    lam = torch.as_tensor(alphas) * e.sum() / p
+    D = 1.0 / (e[None] + lam[:, None])
+    labels = engine._eigen_clusters(e, float(lam.min()))
+    assert labels.tolist() == [0, 0, 0, 1, 2, 2, 2, 2, 3, 4, 5, 6]
+    A = torch.from_numpy(rng.normal(size=(p, 3 * p)))
+    M = A @ A.T
+    Q, Cq = torch.from_numpy(rng.normal(size=(kc, p))), torch.from_numpy(rng.normal(size=(kc, p)))
+    same = labels[:, None] == labels[None, :]
+    kernel = torch.where(same, 0.0, 1.0 / torch.where(same, 1.0, e[None, :] - e[:, None]))
+    members = torch.nonzero(torch.bincount(labels)[labels] > 1).flatten()
+    fm = engine._FoldModel([0], torch.tensor(1.0), None, None, torch.eye(p, dtype=torch.float64), D,
+                           kernel, members, same[members][:, members], trivial=False)
+    diag = torch.diagonal(M).clone()
+    diag[members] = 0.0
+    side = engine._TestSide([0], None, None, None, None, M * kernel, diag,
+                            torch.where(fm.same, M[members][:, members], 0.0))
+    czz = torch.from_numpy(rng.uniform(50, 60, size=kc))
+    got = engine._penalty_sweep(czz, Q, Cq, Q @ side.G.T, side, fm)
+    for t in range(len(alphas)):
+        DQ = Q * D[t]
+        direct = czz - 2.0 * (DQ * Cq).sum(1) + ((DQ @ M) * DQ).sum(1)
+        np.testing.assert_allclose(got[t].numpy(), direct.numpy(), rtol=1e-11)
+
+
+def test_upper_block_gram_and_sparse_products_match(monkeypatch):
+    """Blocks of the symmetric X^T X (forced small here) and sparse Z^T X change nothing."""
+    layers, Z = random_problem(5)
+    S = np.maximum(Z - np.array([3.0, 2.5, 1.5, 4.0]), 0)  # mostly zeros: the sparse path
+    assert (S != 0).mean() < 0.2
+    S[:, 2] = Z[:, 2] + 50.0  # a dense column with a large mean: shifted
+    folds = fold_assignment(len(Z), 5, 0)
+    calls = []
+    real = engine._cell_major_coo
+    monkeypatch.setattr(engine, "_cell_major_coo", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(engine, "_SPARSE_MAX_DENSITY", 0.5)
+    monkeypatch.setattr(engine, "_SYM_BLOCK", 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a few all-zero targets are constant
+        res = complexity(layers, S, batch_size=64)
+        ref_iv, ref_alpha = reference_iv(layers, S, folds)
+    assert calls and len(engine._sym_blocks(20)) == 5
+    np.testing.assert_allclose(res.per_layer, ref_iv, atol=1e-10, rtol=0)
+    np.testing.assert_array_equal(res.alpha, ref_alpha)
+    st = RidgeProbeStats(20, 4, 5)
+    st.update(layers[1], S, folds)
+    assert st.shift_z[2] != 0 and torch.all(st.shift_z[[0, 1, 3]] == 0)  # zeros kept exact
+
+
+# ---------------------------------------------------------------------- passes, memory, processes
+def test_memory_budget_splits_layers_and_targets_without_changing_numbers():
+    layers, Z = random_problem(6)
+    one = complexity(layers, Z)
+    k = Z.shape[1]
+    stats, solve = engine._layer_bytes(20, 2, 10, 2, len(DEFAULT_ALPHAS))
+    budget = (stats + solve + 8 * 4096 * (3 * 2 + 3 * 20)) / 2**30  # one wide layer, 2 targets
+    plan = engine._plan_passes([7, 20], k, 10, 2, len(DEFAULT_ALPHAS), 4096, budget * 2**30)
+    assert len(plan) >= 3 and len({J.start for _, J in plan}) == 2
+    split = complexity(layers, Z, max_memory_gb=budget)
+    for name in ("per_layer", "per_layer_lo", "per_layer_hi", "score_lo", "score_hi"):
+        np.testing.assert_allclose(getattr(split, name), getattr(one, name), atol=1e-12, rtol=0)
+    np.testing.assert_array_equal(split.alpha, one.alpha)
+    with pytest.raises(ValueError, match="max_memory_gb=.* is too small for a layer of width 20"):
+        complexity(layers, Z, max_memory_gb=1e-6)
+
+
+class ThreadAllReduce:
+    """All-reduce between threads of one process: what torch.distributed does between processes."""
+
+    def __init__(self, world: int) -> None:
+        self.barrier = threading.Barrier(world, timeout=60)
+        self.slots: list = [None] * world
+        self.calls = [0] * world
+
+    def for_rank(self, rank: int):
+        def reduce(tensors):
+            self.calls[rank] += 1
+            self.slots[rank] = [t.clone() for t in tensors]
+            self.barrier.wait()
+            totals = [sum(parts) for parts in zip(*self.slots)]
+            self.barrier.wait()  # everybody has read every slot before anybody writes again
+            for t, total in zip(tensors, totals):
+                t.copy_(total)
+        return reduce
+
+
+def test_rows_and_reduce_equal_one_shot():
+    layers, Z = random_problem(7)
+    one = complexity(layers, Z, batch_size=50)
+    order = np.random.default_rng(0).permutation(len(Z))
+    halves = [order[:130], order[130:]]
+    comm = ThreadAllReduce(2)
+    stats, solve = engine._layer_bytes(20, 4, 10, 2, len(DEFAULT_ALPHAS))
+    small = (stats + solve + 8 * 50 * (3 * 4 + 3 * 20)) / 2**30  # one layer per pass: 2 reduces
+    with ThreadPoolExecutor(2) as pool:
+        jobs = [pool.submit(complexity, layers, Z, batch_size=50, rows=h, reduce=comm.for_rank(r),
+                            max_memory_gb=small) for r, h in enumerate(halves)]
+        results = [job.result(timeout=120) for job in jobs]
+    assert comm.calls[0] == comm.calls[1] >= 2
+    for res in results:
+        for name in ("per_layer", "score", "per_layer_lo", "per_layer_hi", "score_lo", "score_hi"):
+            np.testing.assert_allclose(getattr(res, name), getattr(one, name), atol=1e-9, rtol=0)
+        np.testing.assert_array_equal(res.alpha, one.alpha)
+    # without the reduce a shard alone is a different (smaller) sample
+    alone = complexity(layers, Z, batch_size=50, rows=halves[0])
+    assert not np.allclose(alone.per_layer, one.per_layer, atol=1e-6)
+
+
+# ---------------------------------------------------------------------- intervals
+def test_cell_assignment_is_balanced_within_folds():
+    folds = fold_assignment(103, 5, 0)
+    cells = cell_assignment(folds, 5, 3, 0)
+    np.testing.assert_array_equal(cells // 3, folds)
+    for f in range(5):
+        counts = np.bincount(cells[folds == f] % 3, minlength=3)
+        assert counts.max() - counts.min() <= 1
+    np.testing.assert_array_equal(cells, cell_assignment(folds, 5, 3, 0))
+    assert not np.array_equal(cells, cell_assignment(folds, 5, 3, 1))
+    np.testing.assert_array_equal(cell_assignment(folds, 5, 1, 0), folds)
+
+
+def test_intervals_bracket_the_estimates_and_can_be_turned_off():
+    layers, Z = random_problem(8)
+    Zc = np.column_stack([Z, np.full(len(Z), 1.5)])
+    with pytest.warns(RuntimeWarning, match="constant"):
+        res = complexity(layers, Zc)
+        wide = complexity(layers, Zc, confidence=0.99)
+        narrow = complexity(layers, Zc, confidence=0.5)
+    assert res.confidence == 0.95 and res.n_cells == 10
+    assert np.all(res.per_layer_lo <= res.per_layer) and np.all(res.per_layer <= res.per_layer_hi)
+    assert np.all(res.score_lo <= res.score) and np.all(res.score <= res.score_hi)
+    assert np.all((res.per_layer_lo >= 0) & (res.per_layer_hi <= 1))
+    assert np.all(wide.score_hi - wide.score_lo >= res.score_hi - res.score_lo)
+    assert np.all(narrow.score_hi - narrow.score_lo <= res.score_hi - res.score_lo)
+    assert np.all(res.per_layer_hi[:, 4] == 0) and res.score_lo[4] == res.score_hi[4] == 1.0
+    assert np.all(res.per_layer_hi[:, :4] - res.per_layer_lo[:, :4] < 0.3)
+    off = complexity(layers, Z, confidence=None)
+    assert off.confidence is None and off.score_lo is None and off.per_layer_hi is None
+
+
+def test_jackknife_matches_a_brute_force_recomputation():
+    """Per-cell held-out errors from sklearn fits and residuals, jackknifed by hand."""
+    from scipy.stats import t as student_t
+    from sklearn.linear_model import Ridge
+
+    layers, Z = random_problem(9)
+    X, z = layers[0], Z[:, 0]
+    res = complexity([X], z[:, None], seed=2, confidence=0.9)
+    folds = fold_assignment(len(z), 5, 2)
+    cells = cell_assignment(folds, 5, 2, 2)
+    a = float(res.alpha[0, 0])
+    sse_c, null_c = np.zeros(10), np.zeros(10)
+    for f in range(5):
+        tr = folds != f
+        trace = np.sum((X[tr] - X[tr].mean(0)) ** 2)
+        model = Ridge(alpha=a * trace / X.shape[1], solver="svd").fit(X[tr], z[tr])
+        for c in (2 * f, 2 * f + 1):
+            te = cells == c
+            sse_c[c] = np.sum((z[te] - model.predict(X[te])) ** 2)
+            null_c[c] = np.sum((z[te] - z[tr].mean()) ** 2)
+    est = 1 - sse_c.sum() / null_c.sum()
+    reps = 1 - (sse_c.sum() - sse_c) / (null_c.sum() - null_c)
+    half = student_t.ppf(0.95, 9) * np.sqrt(9 / 10 * np.sum((reps - reps.mean()) ** 2))
+    assert res.per_layer[0, 0] == pytest.approx(est, abs=1e-10)
+    assert res.per_layer_lo[0, 0] == pytest.approx(max(0, est - half), abs=1e-9)
+    assert res.per_layer_hi[0, 0] == pytest.approx(min(1, est + half), abs=1e-9)
+    # one layer: K's interval is the mirror image of I_V's
+    assert res.score_lo[0] == pytest.approx(1 - res.per_layer_hi[0, 0], abs=1e-9)
+
+
+def _coverage(make, truth_iv, truth_k, n_rep: int, seed: int):
+    """Fraction of replicates whose intervals contain the planted values."""
+    hit_iv = np.zeros_like(truth_iv)
+    hit_k = np.zeros_like(truth_k)
+    for r in range(n_rep):
+        layers, Z = make(np.random.default_rng([seed, r]))
+        res = complexity(layers, Z, seed=r, confidence=0.95, alphas=(1e-6, 1e-3, 1e-1))
+        hit_iv += (res.per_layer_lo <= truth_iv) & (truth_iv <= res.per_layer_hi)
+        hit_k += (res.score_lo <= truth_k) & (truth_k <= res.score_hi)
+    return hit_iv / n_rep, hit_k / n_rep
+
+
+def test_interval_coverage_planted_gaussian():
+    """z = beta^T x + noise, x ~ N(0, I_4); layer 0 sees x_1, x_2, layer 1 all of x. Population
+    R^2: feature 0: 0.25 and 0.5, feature 1: 0.4 and 0.8 (p / n = 0.004: the held-out estimate's
+    shortfall (1 - R^2) p / n_train is a tenth of its standard error)."""
+    n = 1000
+    betas = np.array([[0.5, 0.5, 0.5, 0.5], [1.0, 1.0, 1.0, 1.0]])
+
+    def make(rng):
+        x = rng.normal(size=(n, 4))
+        Z = x @ betas.T + rng.normal(size=(n, 2))
+        return [x[:, :2], x], Z
+
+    signal = (betas ** 2).sum(1)
+    truth_iv = np.stack([0.5 * signal / (signal + 1), signal / (signal + 1)])
+    np.testing.assert_allclose(truth_iv, [[0.25, 0.4], [0.5, 0.8]])
+    cov_iv, cov_k = _coverage(make, truth_iv, 1 - truth_iv.mean(0), 200, 10)
+    assert np.all((cov_iv >= 0.9) & (cov_iv <= 0.99)), cov_iv
+    assert np.all((cov_k >= 0.9) & (cov_k <= 0.99)), cov_k
+
+
+@pytest.mark.slow
+def test_interval_coverage_planted_sparse_heavy_tailed():
+    """A sparse non-negative code (relu of a linear signal, 80 % zeros): skewed, heavy-tailed
+    errors, no Gaussian shortcut. Population R^2 of the best linear predictor from 2e6 draws."""
+    n, beta = 2000, np.array([1.0, -0.7, 0.5])
+
+    def draw(rng, m):
+        x = rng.normal(size=(m, 3))
+        z = np.maximum(x @ beta + 0.5 * rng.normal(size=m) - 1.4, 0) * rng.gamma(2.0, 1.0, size=m)
+        return x, z
+
+    xb, zb = draw(np.random.default_rng(99), 2_000_000)
+    truth = []
+    for cols in ([0], [0, 1, 2]):
+        A = np.column_stack([np.ones(len(zb)), xb[:, cols]])
+        resid = zb - A @ np.linalg.lstsq(A, zb, rcond=None)[0]
+        truth.append(1 - resid.var() / zb.var())
+    truth_iv = np.array(truth)[:, None]
+    assert 0.1 < truth_iv[0, 0] < truth_iv[1, 0] < 0.7
+
+    def make(rng):
+        x, z = draw(rng, n)
+        return [x[:, :1], x], z[:, None]
+
+    cov_iv, cov_k = _coverage(make, truth_iv, 1 - truth_iv.mean(0), 300, 11)
+    assert np.all((cov_iv >= 0.9) & (cov_iv <= 0.99)), cov_iv
+    assert np.all((cov_k >= 0.9) & (cov_k <= 0.99)), cov_k
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(confidence=1.0), "confidence must lie in"),
+        (dict(cells_per_fold=0), "cells_per_fold must be"),
+        (dict(rows=np.array([0, 1, 1])), "repeated"),
+        (dict(rows=np.array([0, 300])), r"rows must lie in \[0, 300\)"),
+        (dict(rows=np.zeros((2, 2), int)), "1-D array"),
+        (dict(reduce="sum"), "reduce must be a function"),
+        (dict(max_memory_gb=0), "max_memory_gb must be > 0"),
+    ],
+)
+def test_new_arguments_raise_clear_value_errors(kwargs, match):
+    layers, Z = random_problem(21)
+    with pytest.raises(ValueError, match=match):
+        complexity(layers, Z, **kwargs)
