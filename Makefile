@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # torch/torchvision pinned to the releases available on this project's machines
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast test-slow lint mutation bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,16 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow and not browser"
+
+# style and types (CI runs this before the tests)
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks tools
+	$(VENV)/bin/mypy
+
+# mutation testing of the numerical core (not in CI: about an hour on 2 cores); see docs/TESTING.md
+mutation: install
+	mkdir -p test-artifacts
+	$(PY) tools/mutation.py --out test-artifacts/mutation.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

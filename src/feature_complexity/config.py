@@ -132,6 +132,8 @@ class RunConfig:
         _at_least("--bootstrap", self.n_bootstrap, 0)
         _at_least("--evidence-features", self.evidence_features, 0)
         _at_least("--n-top", self.n_top, 1)
+        _at_least("--robustness-images", self.robustness_images, 0)
+        _at_least("--robustness-draws", self.robustness_draws, 2)
         if self.n_atoms is not None:
             _at_least("--n-atoms", self.n_atoms, 1)
         if self.fit_per_class is not None:

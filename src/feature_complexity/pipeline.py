@@ -258,7 +258,7 @@ def score_in_memory(activations: "Activations", spec: "ModelSpec", config: RunCo
     the core stages on the same loop, without a run folder."""
     from .scoring import CORE_STAGES, image_classes
 
-    ctx = Context(config=config.validate(), inputs={"spec": spec}, progress=progress,
+    ctx = Context(config=config.validate(), inputs={"spec": spec}, progress=progress, log=lambda msg: None,
                   fingerprints={"model": "", "probe": ""}, results={"activations": activations})
     stages = [s for s in CORE_STAGES if s.name != "activations"]
     placeholder = Stage("activations", lambda c: activations)

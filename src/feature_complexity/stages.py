@@ -168,12 +168,13 @@ class Context:
 
         folder = folder if folder is not None else self.out / _WORK_DIR / _file_name(name)
         tag = folder / ".key"
+        # rank 0 prepares it (no barrier here: a stage computed on rank 0 alone calls this alone;
+        # collective stages synchronise after allocating their stores in it)
         if self.comm.is_main:
             if folder.exists() and (not tag.exists() or tag.read_text() != self.keys[name]):
                 shutil.rmtree(folder)
             folder.mkdir(parents=True, exist_ok=True)
             tag.write_text(self.keys[name])
-        self.comm.barrier()
         return folder
 
 
@@ -354,10 +355,10 @@ def run_stages(stages: Sequence[Stage], ctx: Context, *, manifest: dict[str, Any
         status[name] = recorded[name] = _compute(stage, ctx, materials[name])
         if ctx.comm.is_main:
             ctx.log(f"[{name}] done in {status[name]['seconds']:.1f} s")
+            if ctx.out is not None:  # the manifest says what is done after every stage
+                write_json(ctx.out / "manifest.json", manifest)
     if pending:
         ctx.comm.barrier()
-        if ctx.out is not None and ctx.comm.is_main:
-            write_json(ctx.out / "manifest.json", manifest)
     return status
 
 

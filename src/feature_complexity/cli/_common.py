@@ -83,6 +83,15 @@ def add_analysis_arguments(p: argparse.ArgumentParser) -> None:
                    help="control runs the findings compare against")
     g.add_argument("--seed", type=int, default=0, help="seed of NMF, folds, bootstrap and every random choice")
     g.add_argument("--threshold", type=float, default=0.9, help="teleport threshold of the flow analysis")
+    a = p.add_argument_group("appendix analyses and report")
+    a.add_argument("--robustness-images", type=int, default=2000,
+                   help="images of the noise-robustness analysis (paper: 2,000; 0 skips it; its cost is "
+                        "images x draws x 3 forward passes)")
+    a.add_argument("--robustness-draws", type=int, default=100, help="noise draws per image and level (paper: 100)")
+    a.add_argument("--superclasses", default=None,
+                   help="class -> super-class table for meta-feature purity: cifar100, imagenet[:level] or a CSV")
+    a.add_argument("--evidence-features", type=int, default=300, help="features with top images and heatmaps")
+    a.add_argument("--report-mb", type=float, default=25.0, help="size budget of the self-contained report.html")
     g.add_argument("--no-report", action="store_true", help="skip the findings and report.html")
     g.add_argument("--overwrite", action="store_true",
                    help="recompute results of --out made from other inputs or settings (instead of refusing)")
@@ -107,8 +116,10 @@ def config_from_args(args: argparse.Namespace) -> Any:
         dictionary=args.dictionary, learner=args.learner, n_atoms_per_class=args.atoms_per_class,
         n_atoms=args.n_atoms, class_source=args.class_source, codes=args.codes, n_folds=args.folds,
         ci_groups=args.ci_groups, n_bootstrap=args.bootstrap, controls=tuple(args.controls), seed=args.seed,
-        teleport_threshold=args.threshold, batch_size=args.batch_size, device=args.device,
-        num_workers=args.workers, **getattr(args, "extra_config", {}),
+        teleport_threshold=args.threshold, robustness_images=args.robustness_images,
+        robustness_draws=args.robustness_draws, superclasses=args.superclasses,
+        evidence_features=args.evidence_features, report_mb=args.report_mb, batch_size=args.batch_size,
+        device=args.device, num_workers=args.workers, **getattr(args, "extra_config", {}),
     ).validate()
 
 
