@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 if TYPE_CHECKING:
@@ -34,11 +34,20 @@ class ModelFamily(ABC):
         name: short family name (``"torchvision-resnet"``).
         kwargs: extra keyword arguments :meth:`build` accepts (``small-resnet``'s ``widths`` …).
         weights_help: what ``weights=`` means for this family, for messages and ``--help``.
+        named_weights: whether ``weights=<name>`` means anything (else the registry refuses it
+            rather than silently building random weights).
+        headless: whether ``num_classes=0`` builds the model without a classification head.
+        checkpoint_guess: whether the registry tries this family's names when it guesses which
+            built-in model a mismatched ResNet checkpoint fits (each is built on the meta device:
+            off for families of large non-ResNet models).
     """
 
     name: ClassVar[str]
     kwargs: ClassVar[tuple[str, ...]] = ()
     weights_help: ClassVar[str] = "no named weights: pass a local checkpoint"
+    named_weights: ClassVar[bool] = False
+    headless: ClassVar[bool] = False
+    checkpoint_guess: ClassVar[bool] = True
 
     @abstractmethod
     def names(self) -> list[str]:
@@ -53,7 +62,8 @@ class ModelFamily(ABC):
     def build(self, key: str, *, weights: str | None, num_classes: int | None,
               class_names: list[str] | None, **kwargs: Any) -> tuple["ModelSpec", dict[str, Any]]:
         """Build model ``key`` (randomly initialised when ``weights`` is ``None``; the caller loads
-        a checkpoint afterwards). Returns the spec and the resolved ``kwargs`` to record."""
+        a checkpoint afterwards). ``num_classes=0`` (only when :attr:`headless`): no head.
+        Returns the spec and the resolved ``kwargs`` to record."""
 
     def kwargs_from_state(self, key: str, state: Mapping[str, "torch.Tensor"]) -> dict[str, Any]:
         """Family kwargs that a checkpoint's state dict implies (e.g. widths); default none."""

@@ -7,7 +7,12 @@ Built-in names (see :func:`known_models`):
   ``weights=`` takes torchvision's weight names (``"IMAGENET1K_V2"`` …);
 - ``cifar-resnet20/32/44/56/110``: He et al. 2016 CIFAR ResNets with option-A shortcuts, in the
   layout of akamaster/pytorch_resnet_cifar10 (so its checkpoints load as they are);
-- ``small-resnet``: the project's small ResNet for the demo (``widths``, ``blocks_per_stage``).
+- ``small-resnet``: the project's small ResNet for the demo (``widths``, ``blocks_per_stage``);
+- torchvision's ConvNeXt (``convnext_tiny`` …), RegNet (``regnet_y_400mf`` …) and ViT
+  (``vit_b_16`` …), with torchvision's weight names and the weights' own preprocessing;
+- ``timm:<name>`` (``timm:resnet50.a1_in1k``, ``timm:vit_base_patch16_224.augreg_in21k_ft_in1k``
+  …) when timm is installed (``pip install 'feature-complexity[timm]'``): ``weights="pretrained"``
+  lets timm download the tagged weights, ``num_classes=0`` builds a backbone without a head.
 
 ``build_model`` is deterministic given its arguments (``seed`` fixes the random initialisation)
 and records them in ``spec.build_args``, so ``build_model(spec.name, **spec.build_args)``
@@ -58,12 +63,14 @@ def build_model(
 
     Args:
         name: one of :func:`known_models` (``"resnet50"``, ``"cifar-resnet20"``, ``"small-resnet"`` …).
-        weights: the family's weight name (torchvision: ``"IMAGENET1K_V2"``), or ``"random"`` /
-            ``None`` for a randomly initialised network. Exclusive with ``checkpoint``.
+        weights: the family's weight name (torchvision: ``"IMAGENET1K_V2"``; timm:
+            ``"pretrained"`` or the name's tag), or ``"random"`` / ``None`` for a randomly
+            initialised network. Exclusive with ``checkpoint``.
         checkpoint: a local file with a state dict (raw, or under ``"state_dict"`` / ``"model"``;
             ``module.`` prefixes are stripped).
         num_classes: width of the head. Default: the checkpoint's head when one is given, else
             the family's default (1000 for ImageNet families, 10 for CIFAR and small-resnet).
+            ``0``: no classification head (timm models only; ``spec.head`` is then ``None``).
         class_names: human-readable class names (default: the weights' categories, or the
             CIFAR-10 names for a 10-class CIFAR ResNet).
         seed: seeds the random initialisation (the global torch RNG is left untouched).
@@ -71,8 +78,9 @@ def build_model(
             (``torch.load(weights_only=True)``) refuses. Only for files you trust: unpickling runs
             arbitrary code.
         **family_kwargs: family-specific options (``small-resnet``: ``widths``,
-            ``blocks_per_stage``, ``in_channels``, ``stem_stride``). With a checkpoint, options the
-            weights imply are read from it.
+            ``blocks_per_stage``, ``in_channels``, ``stem_stride``; timm and torchvision's
+            ConvNeXt/RegNet/ViT: ``model_kwargs`` for the constructor, ``token_pool``). With a
+            checkpoint, options the weights imply are read from it.
 
     Returns:
         A validated :class:`ModelSpec` in eval mode, with ``build_args`` set so that
@@ -89,11 +97,14 @@ def build_model(
     if unknown:
         takes = f"only {list(fam.kwargs)}" if fam.kwargs else "none"
         raise ValueError(f"{key} takes no argument(s) {unknown} (it takes {takes})")
-    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 2):
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    if weights is not None and not fam.named_weights:
+        raise ValueError(f"weights='{weights}' only applies to torchvision models and timm:<name> (named "
+                         f"weights); {key} has {fam.weights_help}")
+    _check_num_classes(num_classes, fam.headless, key)
     state = read_state_dict(checkpoint, trust=trust_checkpoint) if checkpoint is not None else None
     if state is not None:
         num_classes = num_classes if num_classes is not None else fam.head_classes(state)
+        _check_num_classes(num_classes, fam.headless, key)
         family_kwargs = {**fam.kwargs_from_state(key, state), **family_kwargs}
     # fork_rng: a seeded build must not change the caller's random stream
     with torch.random.fork_rng(devices=[]):
@@ -105,11 +116,22 @@ def build_model(
     if state is not None:
         load_checkpoint(spec.module, state, model_name=key, source=str(checkpoint))
     spec.module.eval()
+    # a headless model is rebuilt with num_classes=0 (None would give the family's default head)
     spec.build_args = {"weights": weights, "checkpoint": None if checkpoint is None else str(checkpoint),
-                       "num_classes": spec.num_classes, "seed": seed, **resolved}
+                       "num_classes": spec.num_classes if spec.head is not None else 0, "seed": seed, **resolved}
     if class_names is not None:
         spec.build_args["class_names"] = list(class_names)
     return spec
+
+
+def _check_num_classes(num_classes: Any, headless: bool, key: str) -> None:
+    if num_classes is None or (isinstance(num_classes, int) and not isinstance(num_classes, bool)
+                               and (num_classes >= 2 or num_classes == 0)):
+        if num_classes == 0 and not headless:
+            raise ValueError(f"num_classes=0 (no classification head) is for timm:<name> models; {key} always "
+                             "has a head: pass num_classes >= 2 or leave it out")
+        return
+    raise ValueError(f"num_classes must be an integer >= 2 (or 0 for no head, timm models), got {num_classes!r}")
 
 
 # ---------------------------------------------------------------------- any nn.Module
@@ -117,7 +139,7 @@ def spec_from_module(
     module: "nn.Module",
     *,
     probe_layers: Sequence[str] | str,
-    head: str,
+    head: str | None,
     num_classes: int | None = None,
     input_size: int = 224,
     mean: Sequence[float] = IMAGENET_MEAN,
@@ -127,6 +149,7 @@ def spec_from_module(
     branches: Mapping[str, BlockBranches] | None = None,
     class_names: Sequence[str] | None = None,
     name: str = "custom",
+    **fields: Any,
 ) -> ModelSpec:
     """Describe any ``nn.Module``: name its probe modules (forward order) and its head.
 
@@ -135,10 +158,13 @@ def spec_from_module(
         probe_layers: module names (as in ``module.named_modules()``) of the residual blocks, in
             forward order.
         head: name of the module whose input is the penultimate vector ``(n, d)`` and whose output
-            is the logits ``(n, num_classes)``.
+            is the logits ``(n, num_classes)``; ``None`` for a backbone without a head (then
+            ``penultimate`` is required and there are no logits).
         num_classes: read from ``head`` when it is (or ends with) an ``nn.Linear``.
         penultimate, spatial_layer, branches, input_size, mean, std, class_names, name: see
             :class:`ModelSpec`.
+        **fields: the other :class:`ModelSpec` fields (``token_pool``, ``prefix_tokens``,
+            ``spatial_norm``, ``resize_size``, ``interpolation``, ``crop_mode``).
 
     Raises:
         ValueError: a name is not a sub-module (the message lists the model's blocks), or
@@ -149,7 +175,11 @@ def spec_from_module(
     if not isinstance(module, nn.Module):
         raise ValueError(f"spec_from_module needs a torch nn.Module, got {type(module).__name__}")
     layers = [probe_layers] if isinstance(probe_layers, str) else list(probe_layers)
-    if num_classes is None:
+    allowed = {"token_pool", "prefix_tokens", "spatial_norm", "resize_size", "interpolation", "crop_mode"}
+    if set(fields) - allowed:
+        raise ValueError(f"spec_from_module takes no argument(s) {sorted(set(fields) - allowed)}; "
+                         f"the optional ModelSpec fields are {sorted(allowed)}")
+    if num_classes is None and head is not None:
         existing = {n for n, _ in module.named_modules() if n}
         if head not in existing:
             raise ValueError(
@@ -169,7 +199,7 @@ def spec_from_module(
         module=module,
         probe_layers=layers,
         head=head,
-        num_classes=int(num_classes),
+        num_classes=None if num_classes is None else int(num_classes),
         input_size=int(input_size),
         mean=tuple(float(m) for m in mean),
         std=tuple(float(s) for s in std),
@@ -177,6 +207,7 @@ def spec_from_module(
         spatial_layer=spatial_layer,
         branches=dict(branches or {}),
         class_names=list(class_names) if class_names is not None else None,
+        **fields,
     )
 
 
@@ -207,8 +238,10 @@ def torch_load(path: Path, *, trust: bool) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as safe_error:  # noqa: BLE001 - the safe loader fails in many ways on pickles
+        reason = str(safe_error).strip().splitlines()[0][:200] if str(safe_error).strip() else type(safe_error).__name__
+        if "Weights only load failed" not in str(safe_error):  # not a pickle of objects: not a checkpoint
+            raise ValueError(f"cannot read checkpoint '{path}' with torch.load: {reason}") from safe_error
         if not trust:
-            reason = str(safe_error).strip().splitlines()[0][:200]
             raise ValueError(
                 f"checkpoint '{path}' cannot be read by the safe loader (torch.load weights_only=True: "
                 f"{reason}); it holds pickled Python objects, and unpickling can run arbitrary code. If "
@@ -307,7 +340,6 @@ def _preview(keys: list[str], n: int = 4) -> str:
 
 def _guess_architecture(state: Mapping[str, "torch.Tensor"], *, exclude: str | None = None) -> str:
     """A sentence describing the checkpoint's structure and the built-in models it fits."""
-    import re
 
     import torch
 
@@ -323,6 +355,8 @@ def _guess_architecture(state: Mapping[str, "torch.Tensor"], *, exclude: str | N
     wanted = {k: tuple(v.shape) for k, v in state.items() if not k.endswith("num_batches_tracked")}
     matches, n_classes = [], None
     for fam in families():
+        if not fam.checkpoint_guess:
+            continue
         n_classes = fam.head_classes(state) or n_classes
         for cand in fam.names():
             if ":" in cand:  # an open-ended family (timm:<name>) cannot be enumerated
@@ -340,7 +374,8 @@ def _guess_architecture(state: Mapping[str, "torch.Tensor"], *, exclude: str | N
                 continue
             extra = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k != "in_channels")
             label = f"{cand} ({extra})" if extra else cand
-            matches.append(f"{cand} with num_classes={n_classes}" if cand == exclude else label)
+            # the model asked for, with other options or another head: say which
+            matches.append(f"{label} with num_classes={n_classes}" if cand == exclude else label)
     head = f", a {n_classes}-class head" if n_classes else ""
     if matches:
         return f"The checkpoint has {shape}{head}: did you mean --model {' or '.join(matches)}?"
