@@ -203,8 +203,9 @@ def tiny_run(tmp_path_factory) -> Path:
     from feature_complexity.pipeline import RunConfig, run_analysis
 
     out = tmp_path_factory.mktemp("tiny") / "run"
-    run_analysis(make_tiny_spec(), TinyImages(), out, RunConfig(n_atoms_per_class=10, n_folds=3, batch_size=32),
-                 progress=False)
+    cheap = RunConfig(n_atoms_per_class=10, n_folds=3, batch_size=32, nmf_max_iter=200, robustness_draws=2,
+                      robustness_images=32, redundancy_masks=2, n_bootstrap=50)
+    run_analysis(make_tiny_spec(), TinyImages(), out, cheap, progress=False)
     return out
 
 

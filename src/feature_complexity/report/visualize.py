@@ -225,6 +225,52 @@ def _random_affine(n: int, gen: "torch.Generator", *, jitter: float, scale: tupl
     return torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
 
 
+def _parameterisation(n_images: int, size: int, spectrum: "torch.Tensor | None", color: "torch.Tensor | None",
+                      gen: "torch.Generator", dev: "torch.device") -> tuple[list["torch.Tensor"], Callable[[], "torch.Tensor"]]:
+    """The optimised leaves and ``pixels() -> (n, 3, H, W)`` in (0, 1): MACO's phase with a fixed
+    magnitude when ``spectrum`` is given, else a plain Fourier spectrum scaled by ``1 / f``."""
+    import torch
+
+    shape = (n_images, 3, size, size // 2 + 1)
+    if spectrum is not None:
+        magnitude = spectrum.to(dev, torch.float32)
+        if tuple(magnitude.shape) != shape[1:]:
+            raise ValueError(
+                f"spectrum has shape {tuple(magnitude.shape)} but the model's input needs "
+                f"{shape[1:]}; compute it with average_spectrum(images, spec=spec)"
+            )
+        phase = (torch.rand(shape, generator=gen) * 2 * math.pi - math.pi).to(dev).requires_grad_(True)
+        leaves = [phase]
+
+        def spectrum_of() -> torch.Tensor:
+            return torch.polar(magnitude.expand(shape), phase)
+    else:
+        freq = _frequency_scale(size).to(dev)
+        re = torch.randn(shape, generator=gen).to(dev).requires_grad_(True)
+        im = torch.randn(shape, generator=gen).to(dev).requires_grad_(True)
+        leaves = [re, im]
+
+        def spectrum_of() -> torch.Tensor:
+            return torch.complex(re, im) * freq
+
+    mix = None
+    if color is not None:
+        mix = color.to(dev, torch.float32)
+        if tuple(mix.shape) != (3, 3):
+            raise ValueError(f"color must be a (3, 3) matrix from color_correlation(), got {tuple(mix.shape)}")
+        # mixed unit-variance channels have std = row norm of C: bring that back to about 1
+        mix = mix / mix.norm(dim=1).mean().clamp_min(1e-6)
+
+    def pixels() -> torch.Tensor:
+        x = torch.fft.irfft2(spectrum_of(), s=(size, size))
+        x = (x - x.mean(dim=(2, 3), keepdim=True)) / (x.std(dim=(2, 3), keepdim=True) + 1e-8)
+        if mix is not None:  # decorrelated channels -> the images' colour correlations
+            x = torch.einsum("ij,njhw->nihw", mix, x)
+        return torch.sigmoid(1.5 * x)  # (n, 3, H, W) in (0, 1); 1.5: a natural-looking contrast
+
+    return leaves, pixels
+
+
 def _optimise(
     spec: "ModelSpec",
     objective: Callable[["torch.Tensor"], "torch.Tensor"],
@@ -258,45 +304,9 @@ def _optimise(
     gen = torch.Generator().manual_seed(int(seed))
     dev = torch.device(device)
     model = spec.module.to(dev).eval()
-    shape = (n_images, 3, size, size // 2 + 1)
-    if spectrum is not None:
-        magnitude = spectrum.to(dev, torch.float32)
-        if tuple(magnitude.shape) != shape[1:]:
-            raise ValueError(
-                f"spectrum has shape {tuple(magnitude.shape)} but the model's input needs "
-                f"{shape[1:]}; compute it with average_spectrum(images, spec=spec)"
-            )
-        phase = (torch.rand(shape, generator=gen) * 2 * math.pi - math.pi).to(dev).requires_grad_(True)
-        leaves = [phase]
-
-        def spectrum_of() -> torch.Tensor:
-            return torch.polar(magnitude.expand(shape), phase)
-    else:
-        freq = _frequency_scale(size).to(dev)
-        re = torch.randn(shape, generator=gen).to(dev).requires_grad_(True)
-        im = torch.randn(shape, generator=gen).to(dev).requires_grad_(True)
-        leaves = [re, im]
-
-        def spectrum_of() -> torch.Tensor:
-            return torch.complex(re, im) * freq
-
     mean = torch.tensor(spec.mean, device=dev, dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(spec.std, device=dev, dtype=torch.float32).view(1, -1, 1, 1)
-
-    mix = None
-    if color is not None:
-        mix = color.to(dev, torch.float32)
-        if tuple(mix.shape) != (3, 3):
-            raise ValueError(f"color must be a (3, 3) matrix from color_correlation(), got {tuple(mix.shape)}")
-        # mixed unit-variance channels have std = row norm of C: bring that back to about 1
-        mix = mix / mix.norm(dim=1).mean().clamp_min(1e-6)
-
-    def pixels() -> torch.Tensor:
-        x = torch.fft.irfft2(spectrum_of(), s=(size, size))
-        x = (x - x.mean(dim=(2, 3), keepdim=True)) / (x.std(dim=(2, 3), keepdim=True) + 1e-8)
-        if mix is not None:  # decorrelated channels -> the images' colour correlations
-            x = torch.einsum("ij,njhw->nihw", mix, x)
-        return torch.sigmoid(1.5 * x)  # (n, 3, H, W) in (0, 1); 1.5: a natural-looking contrast
+    leaves, pixels = _parameterisation(n_images, size, spectrum, color, gen, dev)
 
     if lr is None:
         lr = 0.3 if spectrum is not None else 0.1
