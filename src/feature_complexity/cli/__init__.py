@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     _quiet_library_warnings()
+    args.argv = ["feature-complexity", *(sys.argv[1:] if argv is None else argv)]  # for the manifest
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

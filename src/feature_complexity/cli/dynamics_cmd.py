@@ -62,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
     result = run_analysis(spec, probe, out, config, data_info=probe.describe(), extra_stages=stages,
                           extra_fingerprints=prints, report=not args.no_report, overwrite=args.overwrite,
                           model_info={"name": spec.name, "checkpoint": str(infos[-1].path.resolve())},
-                          progress=not args.quiet)
+                          manifest_extra={"command": args.argv}, progress=not args.quiet)
     print_summary(result)
     s = result["dynamics"].summary
     print(f"{s['n_checkpoints']} checkpoints; Spearman(A, K) = {s['spearman_A_K']:.3f}")

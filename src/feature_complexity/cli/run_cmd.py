@@ -50,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def prepare_data(args: argparse.Namespace, spec: Any, config: Any) -> Any:
     """The probe images, with labels dropped (and said so) when their classes are not the model's."""
     source = open_data(args, spec)
+    note = source.conversion_note()
+    if note:
+        warn(note)
     if spec.num_classes is not None and len(source.classes) != spec.num_classes:
         # folder indices are not the model's class indices (10 ImageNet class folders for a
         # 1000-class model): as labels they would give wrong accuracies and importances
@@ -81,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
                   "checkpoint": str(Path(args.checkpoint).resolve()) if args.checkpoint else None}
     result = run_analysis(spec, source, out, config, fit_dataset=fit, model_info=model_info,
                           data_info=source.describe(), report=not args.no_report, overwrite=args.overwrite,
-                          progress=not args.quiet)
+                          manifest_extra={"command": args.argv}, progress=not args.quiet)
     if result.context.comm.is_main:
         print_summary(result)
     return 0

@@ -161,6 +161,24 @@ class FileStore:
     def __len__(self) -> int:
         return len(self.paths)
 
+    def conversions(self, sample: int = 2000, seed: int = 0) -> tuple[int, int, int, int]:
+        """``(checked, not RGB, not square, files checked)`` over all files, or a seeded sample of
+        ``sample`` of them: reads image headers only (PIL opens lazily)."""
+        from PIL import Image
+
+        idx = np.arange(len(self.paths))
+        if len(idx) > sample:
+            idx = np.sort(np.random.default_rng(seed).choice(idx, sample, replace=False))
+        gray = odd = 0
+        for i in idx:
+            try:
+                with Image.open(self.paths[int(i)]) as im:
+                    gray += im.mode != "RGB"
+                    odd += im.size[0] != im.size[1]
+            except Exception:  # noqa: BLE001 - unreadable files are reported when they are read
+                continue
+        return len(idx), gray, odd, len(self.paths)
+
     def fingerprint(self) -> str:
         """Paths, sizes and times of every file, content hashes of a sample."""
         from ..fingerprints import files_fingerprint
@@ -289,6 +307,20 @@ class ImageSource:
         out.labels = self.labels[idx]
         out.factors = None if self.factors is None else self.factors.iloc[idx].reset_index(drop=True)
         return out
+
+    def conversion_note(self) -> str | None:
+        """One sentence on the images converted on the way to the model (grayscale or palette to
+        RGB, non-square resized and centre-cropped), with counts; ``None`` when there are none."""
+        check = getattr(self._store, "conversions", None)
+        if check is None:
+            return None
+        checked, gray, odd, total = check()
+        if not gray and not odd:
+            return None
+        where = f"of {checked} images" if checked == total else f"in a sample of {checked} of the {total} images"
+        parts = [f"{gray} are not RGB (converted)" if gray else "", f"{odd} are not square (resized and centre-"
+                 f"cropped to {self.input_size} px)" if odd else ""]
+        return f"{where} of {self.name}: " + " and ".join(p for p in parts if p)
 
     def without_labels(self) -> "ImageSource":
         """The same images with every label unknown (``-1``): for data whose classes are not the
