@@ -113,7 +113,8 @@ def test_branches_reconstruct_every_block_output(family):
     handles = []
     for block, br in spec.branches.items():
         handles.append(spec.get(block).register_forward_hook(keep(f"{block}:out")))
-        handles.append(spec.get(block).register_forward_pre_hook(lambda m, i, b=block: rec.__setitem__(f"{b}:in", i[0].clone())))
+        handles.append(spec.get(block).register_forward_pre_hook(
+            lambda m, i, b=block: rec.__setitem__(f"{b}:in", i[0].clone())))
         handles.append(spec.get(br.main).register_forward_hook(keep(f"{block}:main")))
         if br.skip is not None:
             handles.append(spec.get(br.skip).register_forward_hook(keep(f"{block}:skip")))
@@ -271,8 +272,10 @@ def test_torchvision_checkpoint_with_other_head(tmp_path):
 
 def test_mismatched_checkpoint_names_keys_and_suggests_the_model(tmp_path):
     path = tmp_path / "r20.th"
-    torch.save({"state_dict": {f"module.{k}": v for k, v in build_model("cifar-resnet20").module.state_dict().items()}}, path)
-    with pytest.raises(ValueError, match=r"missing key.*layer1\.3\.conv1\.weight.*3 stages of 3 basic blocks.*did you mean --model cifar-resnet20\?"):
+    state = build_model("cifar-resnet20").module.state_dict()
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+    with pytest.raises(ValueError, match=r"missing key.*layer1\.3\.conv1\.weight.*3 stages of 3 basic blocks"
+                                         r".*did you mean --model cifar-resnet20\?"):
         build_model("cifar-resnet32", checkpoint=path)
     with pytest.raises(ValueError, match=r"unexpected key.*layer1\.2.*did you mean --model cifar-resnet20"):
         build_model("small-resnet", widths=(16, 32, 64), blocks_per_stage=2, checkpoint=path)
@@ -343,7 +346,8 @@ def test_unknown_model_lists_known_names():
 
 
 def test_wrong_weight_name_lists_valid_names():
-    with pytest.raises(ValueError, match=r"unknown weights 'IMAGENET1K_V9' for resnet50.*IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT"):
+    with pytest.raises(ValueError,
+                       match=r"unknown weights 'IMAGENET1K_V9' for resnet50.*IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT"):
         build_model("resnet50", weights="IMAGENET1K_V9")
     with pytest.raises(ValueError, match="only applies to torchvision models"):
         build_model("cifar-resnet20", weights="IMAGENET1K_V1")
@@ -398,14 +402,16 @@ def test_torchvision_weights_path_without_network(monkeypatch):
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(tv_api, "load_state_dict_from_url", offline)
-    with pytest.raises(ValueError, match=r"could not download torchvision weights resnet18\.IMAGENET1K_V1.*--checkpoint"):
+    with pytest.raises(ValueError,
+                       match=r"could not download torchvision weights resnet18\.IMAGENET1K_V1.*--checkpoint"):
         build_model("resnet18", weights="IMAGENET1K_V1")
 
 
 def test_forced_num_classes_mismatch_points_to_the_checkpoint_head(tmp_path):
     path = tmp_path / "c20.th"
     torch.save(build_model("cifar-resnet20", num_classes=10).module.state_dict(), path)
-    with pytest.raises(ValueError, match=r"linear\.weight: checkpoint \(10, 64\) vs model \(100, 64\).*cifar-resnet20 with num_classes=10"):
+    with pytest.raises(ValueError, match=r"linear\.weight: checkpoint \(10, 64\) vs model \(100, 64\)"
+                                         r".*cifar-resnet20 with num_classes=10"):
         build_model("cifar-resnet20", checkpoint=path, num_classes=100)
 
 

@@ -8,6 +8,7 @@ sub-module outputs the main branch and which (if any) the skip branch: see :func
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -68,7 +69,7 @@ def residual_blocks(
     probe_layers: list[str] = []
     branches: dict[str, BlockBranches] = {}
     for stage in stages:
-        for i, block in enumerate(module.get_submodule(stage)):
+        for i, block in enumerate(module.get_submodule(stage).children()):
             block_name = f"{stage}.{i}"
             try:
                 main_name = f"{block_name}.{main(block)}"
@@ -101,8 +102,9 @@ def resnet_spec(
     :func:`residual_blocks`), the last one the spatial layer, ``head`` an ``nn.Linear`` whose
     input is the pooled, flattened output of the last block."""
     probe_layers, branches = residual_blocks(module, stages, main=main, skip=skip)
+    head_module: Any = module.get_submodule(head)
     return ModelSpec(
         name=name, module=module, probe_layers=probe_layers, head=head,
-        num_classes=module.get_submodule(head).out_features, input_size=input_size, mean=mean, std=std,
+        num_classes=int(head_module.out_features), input_size=input_size, mean=mean, std=std,
         spatial_layer=probe_layers[-1], branches=branches, class_names=class_names,
     )

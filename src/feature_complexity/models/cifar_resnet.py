@@ -102,6 +102,11 @@ class CifarResNet(nn.Module):
         num_classes: output width of ``linear``.
     """
 
+    # the stages are set with setattr in __init__; declared here for type checkers
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+
     def __init__(self, blocks_per_stage: int, num_classes: int = 10) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 16, 3, stride=1, padding=1, bias=False)

@@ -189,7 +189,7 @@ class SmallResNets(ModelFamily):
         widths = [int(w) for w in kwargs.get("widths", (16, 32, 64))]
         blocks = kwargs.get("blocks_per_stage", 2)
         blocks = int(blocks) if isinstance(blocks, int) else [int(b) for b in blocks]
-        resolved = {"widths": widths, "blocks_per_stage": blocks,
+        resolved: dict[str, Any] = {"widths": widths, "blocks_per_stage": blocks,
                     "in_channels": int(kwargs.get("in_channels", 3)),
                     "stem_stride": int(kwargs.get("stem_stride", 1))}
         module = SmallResNet(num_classes=num_classes or 10, **resolved)

@@ -137,7 +137,7 @@ def _branch_hooks(spec: "ModelSpec", record: dict[str, Any], keep: Callable, out
         elif br.skip_from == "input":  # identity skip: the block's input
             handles.append(spec.get(block).register_forward_pre_hook(
                 lambda _m, inputs, u=unit: record["skip"].__setitem__(u, keep(inputs[0]))))
-        else:  # "previous": validated to be a unit of the same block, without post
+        elif previous is not None:  # "previous": validated to be a unit of the same block, without post
             chained.setdefault(block, []).append((unit, previous))
         previous = unit
 

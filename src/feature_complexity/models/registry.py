@@ -314,7 +314,8 @@ def load_checkpoint(
     # (e.g. the akamaster CIFAR ResNets); it does not affect eval-mode outputs
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]
-    wrong = [(k, tuple(state[k].shape), expected[k]) for k in expected if k in state and tuple(state[k].shape) != expected[k]]
+    wrong = [(k, tuple(state[k].shape), expected[k]) for k in expected
+             if k in state and tuple(state[k].shape) != expected[k]]
     if missing or unexpected or wrong:
         arch = f"'{model_name}'" if model_name else type(module).__name__
         parts = [f"checkpoint '{source}' does not match the architecture {arch}:"]

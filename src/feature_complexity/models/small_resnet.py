@@ -75,7 +75,8 @@ class SmallResNet(nn.Module):
         widths = [int(w) for w in widths]
         if not widths or any(w < 1 for w in widths):
             raise ValueError(f"small-resnet: widths must be positive channel counts, got {widths}")
-        counts = [int(blocks_per_stage)] * len(widths) if isinstance(blocks_per_stage, int) else [int(b) for b in blocks_per_stage]
+        counts = ([int(blocks_per_stage)] * len(widths) if isinstance(blocks_per_stage, int)
+                  else [int(b) for b in blocks_per_stage])
         if len(counts) != len(widths) or any(b < 1 for b in counts):
             raise ValueError(
                 f"small-resnet: blocks_per_stage must be a positive int or one positive count per "

@@ -107,7 +107,8 @@ def vit_spec(module: "nn.Module", *, name: str, class_names: list[str] | None = 
 
     probe = [n for n, m in module.named_modules() if isinstance(m, EncoderBlock)]
     prep = dict(preprocessing or {})
-    prep["input_size"] = int(module.image_size)  # torchvision's ViT asserts this exact size
+    vit: Any = module
+    prep["input_size"] = int(vit.image_size)  # torchvision's ViT asserts this exact size
     return ModelSpec(name=name, module=module, probe_layers=probe, head="heads.head",
                      num_classes=_last_linear(module, "heads.head"), spatial_layer="encoder.ln",
                      branches=vit_branches(probe), class_names=class_names, token_pool=token_pool,
