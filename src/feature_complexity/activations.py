@@ -72,6 +72,7 @@ class Activations:
     labels: np.ndarray
     skip: dict[str, np.ndarray] = field(default_factory=dict)
     main: dict[str, np.ndarray] = field(default_factory=dict)
+    unit_blocks: dict[str, str] = field(default_factory=dict)
 
     @property
     def n_images(self) -> int:
@@ -109,7 +110,8 @@ class Activations:
         return cls(layers={n: arrays[_name("layer", n)] for n in meta["layers"]},
                    penultimate=arrays["penultimate"], logits=arrays.get("logits"), labels=arrays["labels"],
                    skip={n: arrays[_name("skip", n)] for n in meta["branches"]},
-                   main={n: arrays[_name("main", n)] for n in meta["branches"]})
+                   main={n: arrays[_name("main", n)] for n in meta["branches"]},
+                   unit_blocks=dict(meta.get("unit_blocks", {})))
 
 
 def _name(kind: str, name: str) -> str:
@@ -187,7 +189,9 @@ def extract_activations(
     comm = comm or SingleProcess()
     spec.module.eval().to(device)
     units = list(spec.branches) if capture_branches else []
-    meta = {"layers": list(spec.probe_layers), "branches": units, "model": spec.name}
+    # which block each residual addition belongs to (a transformer block has two)
+    blocks = {u: spec.unit_block(u) if hasattr(spec, "unit_block") else u for u in units}
+    meta = {"layers": list(spec.probe_layers), "branches": units, "unit_blocks": blocks, "model": spec.name}
     widths = _first_forward(spec, dataset, device, capture_branches)
     if store is None:
         arrays = {k: np.zeros((n_images, w) if w else (n_images,), dtype=t) for k, (w, t) in widths.items()}

@@ -15,7 +15,7 @@ from typing import Any
 __all__ = ["RunConfig", "EXECUTION_FIELDS", "CONTROLS"]
 
 #: fields that never change a number (where and how fast the run goes)
-EXECUTION_FIELDS = ("batch_size", "device", "num_workers")
+EXECUTION_FIELDS = ("batch_size", "device", "num_workers", "memory_gb")
 #: control runs the findings compare against (``--controls``)
 CONTROLS = ("random-init",)
 
@@ -61,6 +61,7 @@ class RunConfig:
         nnls_max_iter, nnls_tol: the codes' NNLS solver.
         nmf_max_iter: iteration budget of each dictionary fit.
         batch_size, device, num_workers: the forward pass (execution only).
+        memory_gb: working-memory budget of the complexity engine (execution only).
     """
 
     dictionary: str = "per_class"
@@ -100,6 +101,7 @@ class RunConfig:
     batch_size: int = 256
     device: str = "cpu"
     num_workers: int = 0
+    memory_gb: float = 4.0
 
     def __post_init__(self) -> None:
         # tuples, not lists: the configuration is hashed into stage keys and compared

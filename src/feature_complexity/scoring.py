@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .complexity import ComplexityResult
     from .features.base import Dictionary
 
-__all__ = ["CORE_STAGES", "has_head", "image_classes", "head_of", "shard"]
+__all__ = ["CORE_STAGES", "has_head", "image_classes", "head_of", "rows_of", "shard"]
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -44,14 +44,18 @@ def image_classes(ctx: Context) -> np.ndarray:
     return ctx["activations"].image_classes(ctx.config.class_source)
 
 
+def rows_of(ctx: Context, n: int) -> np.ndarray:
+    """This process's images among ``n``: contiguous chunks of 1024 dealt round-robin."""
+    starts = np.arange(0, n, 1024)[ctx.comm.rank::ctx.comm.world]
+    return np.concatenate([np.arange(a, min(a + 1024, n)) for a in starts]) if starts.size else np.zeros(0, int)
+
+
 def shard(ctx: Context, *arrays: Any) -> list[Any]:
     """This process's rows of ``arrays`` (one row per image): all of them in one process (memory
-    maps stay maps); with several, contiguous chunks of 1024 images dealt round-robin."""
+    maps stay maps); with several, :func:`rows_of`."""
     if ctx.comm.world == 1:
         return list(arrays)
-    n = arrays[0].shape[0]
-    starts = np.arange(0, n, 1024)[ctx.comm.rank::ctx.comm.world]
-    rows = np.concatenate([np.arange(a, min(a + 1024, n)) for a in starts]) if starts.size else np.zeros(0, int)
+    rows = rows_of(ctx, arrays[0].shape[0])
     return [np.asarray(a[rows]) for a in arrays]
 
 
@@ -204,12 +208,18 @@ FIDELITY = Stage(
 
 # ---------------------------------------------------------------------------------- complexity
 def _complexity(ctx: Context) -> "ComplexityResult":
+    """``K`` and ``I_V`` with their intervals; with several processes each accumulates the
+    statistics of its chunks of images and the sums are all-reduced before the solve."""
     from .complexity import complexity
 
-    cfg = ctx.config
+    cfg, comm = ctx.config, ctx.comm
+    acts = ctx["activations"]
     kwargs: dict[str, Any] = {} if cfg.alphas is None else {"alphas": cfg.alphas}
-    return complexity(ctx["activations"].layers, ctx["codes"], n_folds=cfg.n_folds, seed=cfg.seed,
-                      device=cfg.device, progress=ctx.progress, **kwargs)
+    if comm.world > 1:
+        kwargs.update(rows=rows_of(ctx, acts.n_images), reduce=comm.all_reduce_)
+    return complexity(acts.layers, ctx["codes"], n_folds=cfg.n_folds, seed=cfg.seed, device=cfg.device,
+                      progress=ctx.progress, confidence=cfg.confidence if cfg.ci_groups > 0 else None,
+                      cells_per_fold=max(cfg.ci_groups, 1), max_memory_gb=cfg.memory_gb, **kwargs)
 
 
 def _load_complexity(out: Path) -> "ComplexityResult":
@@ -248,7 +258,8 @@ COMPLEXITY = Stage(
     "complexity", _complexity, needs=("activations", "codes"),
     settings=("n_folds", "alphas", "seed", "ci_groups", "confidence"),
     save=lambda res, out: save_dataclass(out / "complexity.npz", res), load=_load_complexity,
-    outputs=("complexity.npz",), section="what", figures=_complexity_figures, columns=_complexity_columns)
+    outputs=("complexity.npz",), collective=True, section="what", figures=_complexity_figures,
+    columns=_complexity_columns)
 
 
 # ---------------------------------------------------------------------------------- importance

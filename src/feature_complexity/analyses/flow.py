@@ -483,9 +483,38 @@ def plot_flow(
 
 
 # ---------------------------------------------------------------------- the stage
+class _SumRows:
+    """``skip + main`` read row chunk by row chunk (the pooled output of a residual addition with
+    no activation after it: pooling is linear), never materialised whole."""
+
+    def __init__(self, a: Any, b: Any) -> None:
+        self.a, self.b = a, b
+        self.shape, self.dtype, self.ndim = a.shape, a.dtype, 2
+
+    def __getitem__(self, rows: Any) -> np.ndarray:
+        return np.asarray(self.a[rows]) + np.asarray(self.b[rows])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+
+def unit_outputs(acts: Any) -> dict[str, Any]:
+    """The output of every residual addition (flow unit), in forward order: the block's output
+    for the last unit of a block (ResNets: the only one, with its ReLU), else skip + main (the
+    residual stream between a transformer block's attention and MLP additions)."""
+    units = list(acts.skip)
+    block = [acts.unit_blocks.get(u, u) for u in units]
+    out = {}
+    for i, u in enumerate(units):
+        last = i + 1 == len(units) or block[i + 1] != block[i]
+        out[u] = acts.layers[block[i]] if last else _SumRows(acts.skip[u], acts.main[u])
+    return out
+
+
 def _compute(ctx: Any) -> FlowResult:
     cfg, acts = ctx.config, ctx["activations"]
-    return flow_scores(acts.layers, acts.skip, acts.main, ctx["codes"], measure="both", n_folds=cfg.n_folds,
+    return flow_scores(unit_outputs(acts), acts.skip, acts.main, ctx["codes"], measure="both", n_folds=cfg.n_folds,
                        seed=cfg.seed, threshold=cfg.teleport_threshold, alphas=cfg.alphas, device=cfg.device,
                        progress=ctx.progress)
 

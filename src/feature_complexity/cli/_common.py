@@ -189,7 +189,7 @@ def open_data(args: argparse.Namespace, spec: Any, *, data: str | None = None, l
         n_images=limit if limit is not None else default_limit, target=args.target)
     if limit is not None and limit < len(source):
         source = source.subset(balanced_indices(source.labels, limit, seed=args.data_seed))
-    return source
+    return source.for_model(spec)
 
 
 def check_class_sizes(labels: Any, n_atoms: int, class_source: str) -> None:

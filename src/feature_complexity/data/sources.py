@@ -71,6 +71,8 @@ class Preprocessing:
     input_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    resize: int | None = None
+    interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
         if not isinstance(self.input_size, (int, np.integer)) or self.input_size < 1:
@@ -85,8 +87,9 @@ class Preprocessing:
 
     @property
     def resize_size(self) -> int:
-        """Shorter side before the centre crop, for images larger than the input."""
-        return int(round(self.input_size * 256 / 224))
+        """Shorter side before the centre crop, for images larger than the input: the model's
+        own (its weights' transforms, timm's data config) or torchvision's 256/224 rule."""
+        return int(self.resize) if self.resize is not None else int(round(self.input_size * 256 / 224))
 
     def geometry(self, image: "np.ndarray | Image.Image") -> np.ndarray:
         """Resize / centre-crop one RGB image to the model's input.
@@ -110,11 +113,12 @@ class Preprocessing:
         from torchvision.transforms import InterpolationMode
         from torchvision.transforms import functional as TF
 
+        mode = InterpolationMode(self.interpolation)
         short = min(w, h)
         if short > s:
-            image = TF.resize(image, [self.resize_size], interpolation=InterpolationMode.BILINEAR, antialias=True)
+            image = TF.resize(image, [self.resize_size], interpolation=mode, antialias=True)
         elif short < s:
-            image = TF.resize(image, [s], interpolation=InterpolationMode.BILINEAR, antialias=True)
+            image = TF.resize(image, [s], interpolation=mode, antialias=True)
         image = TF.center_crop(image, [s, s])
         return np.asarray(image, dtype=np.uint8)
 
@@ -342,13 +346,19 @@ class ImageSource:
         return self.subset(np.arange(n_images))
 
     def with_preprocessing(
-        self, input_size: int, mean: Sequence[float], std: Sequence[float]
+        self, input_size: int, mean: Sequence[float], std: Sequence[float], *, resize: int | None = None,
+        interpolation: str = "bilinear",
     ) -> "ImageSource":
         """The same images read with another model's preprocessing."""
         out = copy.copy(self)
         out._fingerprint = None  # other images or preprocessing: another fingerprint
-        out.preprocessing = Preprocessing(input_size, tuple(mean), tuple(std))
+        out.preprocessing = Preprocessing(input_size, tuple(mean), tuple(std), resize, interpolation)
         return out
+
+    def for_model(self, spec: Any) -> "ImageSource":
+        """The same images in ``spec``'s preprocessing (size, resize, interpolation, mean, std)."""
+        return self.with_preprocessing(spec.input_size, spec.mean, spec.std, resize=getattr(spec, "resize_size", None),
+                                       interpolation=getattr(spec, "interpolation", "bilinear"))
 
     # ------------------------------------------------------------ description
     def fingerprint(self) -> str:
@@ -358,8 +368,9 @@ class ImageSource:
         if cached is None:
             from ..fingerprints import array_fingerprint, digest_of
 
+            pre = self.preprocessing
             cached = digest_of([self._store.fingerprint(), array_fingerprint(self._indices, self.labels),
-                                self.input_size, list(self.mean), list(self.std)])
+                                self.input_size, list(self.mean), list(self.std), pre.resize, pre.interpolation])
             self._fingerprint = cached
         return cached
 
