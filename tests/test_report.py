@@ -197,14 +197,15 @@ def test_no_evidence_says_why_and_how(tmp_path):
 # ---------------------------------------------------------------------------------- a real run
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    """The tiny model analysed end to end with the report (40 features: two evidence groups)."""
+    """The tiny model analysed end to end with the report (12 features; few images for the appendix
+    analyses: this is about the report, not their numbers)."""
     from conftest import TinyImages, make_tiny_spec
 
     from feature_complexity.pipeline import RunConfig, run_analysis
 
     out = tmp_path_factory.mktemp("tiny") / "run"
-    cheap = RunConfig(n_atoms_per_class=10, n_folds=3, batch_size=32, nmf_max_iter=200, robustness_draws=2,
-                      robustness_images=32, redundancy_masks=2, n_bootstrap=50)
+    cheap = RunConfig(n_atoms_per_class=3, n_folds=3, batch_size=32, nmf_max_iter=200, robustness_draws=2,
+                      robustness_images=16, redundancy_masks=2, n_bootstrap=100)
     run_analysis(make_tiny_spec(), TinyImages(), out, cheap, progress=False)
     return out
 
@@ -222,7 +223,7 @@ def test_report_is_the_last_stage_of_a_run(tiny_run):
     assert manifest["stages"]["evidence"]["status"] == "computed"
     page = (tiny_run / "report.html").read_text()
     evidence = _script_json(page, "evidence-data")
-    assert len(evidence["images"]) == 40  # every feature: k <= config.evidence_features
+    assert len(evidence["images"]) == 12  # every feature: k <= config.evidence_features
     assert 'data-figure="metafeatures_gallery"' in page
 
 
