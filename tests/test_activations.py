@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -61,57 +60,6 @@ def test_pooled_branches_sum_to_pre_activation(tiny_spec, tiny_images):
         np.testing.assert_allclose(acts.skip[block] + acts.main[block], pre, atol=1e-5)
 
 
-def test_store_resumes_after_interruption(tiny_spec, tiny_images, tmp_path):
-    full = extract_activations(tiny_spec, tiny_images, batch_size=8, progress=False)
-
-    class Interrupting:
-        """Raises KeyboardInterrupt after 3 batches have been read."""
-
-        def __init__(self, inner, stop_at):
-            self.inner, self.stop_at = inner, stop_at
-
-        def __len__(self):
-            return len(self.inner)
-
-        def __getitem__(self, i):
-            if i >= self.stop_at:
-                raise KeyboardInterrupt
-            return self.inner[i]
-
-    store = tmp_path / "acts"
-    import feature_complexity.activations as mod
-
-    # force a progress flush after every batch so the interruption leaves work behind
-    original = mod.time.perf_counter
-    clock = iter(range(0, 10_000, 10))
-    mod.time.perf_counter = lambda: next(clock)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            extract_activations(tiny_spec, Interrupting(tiny_images, 24), batch_size=8, store=store,
-                                progress=False)
-    finally:
-        mod.time.perf_counter = original
-    done = json.loads((store / "progress.json").read_text())["done"]
-    assert 0 < done <= 24
-
-    seen = []
-
-    class Recording:
-        def __len__(self):
-            return len(tiny_images)
-
-        def __getitem__(self, i):
-            seen.append(i)
-            return tiny_images[i]
-
-    resumed = extract_activations(tiny_spec, Recording(), batch_size=8, store=store, progress=False)
-    assert min(seen) == done  # finished images were not recomputed
-    for name in tiny_spec.probe_layers:
-        np.testing.assert_allclose(resumed.layers[name], full.layers[name], atol=1e-6)
-    loaded = Activations.load(store)
-    np.testing.assert_allclose(loaded.logits, full.logits, atol=1e-6)
-
-
 def test_non_finite_activations_get_a_clear_error(tiny_spec, tiny_images):
     tiny_images.images[5] = float("nan")
     with pytest.raises(ValueError, match="non-finite.*layer1.0.*images \\[5\\]"):
@@ -139,64 +87,66 @@ def test_image_classes(tiny_spec, tiny_images):
         acts.image_classes("nope")
 
 
-def test_store_redone_with_other_settings_never_resumes_stale_rows(tiny_spec, tiny_images, tmp_path):
-    """A pass with other settings overwrites the arrays; if it is interrupted before its first
-    progress flush, the old progress record must not make a later run with the old settings
-    trust the (now overwritten) arrays."""
+class _Stopping:
+    """The images of ``inner``; reading image ``stop_at`` raises KeyboardInterrupt (a kill)."""
+
+    def __init__(self, inner, stop_at, seen=None):
+        self.inner, self.stop_at, self.seen = inner, stop_at, seen
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __getitem__(self, i):
+        if i >= self.stop_at:
+            raise KeyboardInterrupt
+        if self.seen is not None:
+            self.seen.append(i)
+        return self.inner[i]
+
+
+@pytest.fixture
+def many_images():
+    """2,500 tiny images: three row-store chunks of 1,024."""
+    from conftest import TinyImages
+
+    return TinyImages(n=2500, size=8)
+
+
+def test_store_resumes_after_interruption_from_its_finished_chunks(tiny_spec, many_images, tmp_path):
+    full = extract_activations(tiny_spec, many_images, batch_size=256, progress=False)
     store = tmp_path / "acts"
-    full = extract_activations(tiny_spec, tiny_images, batch_size=8, store=store, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        extract_activations(tiny_spec, _Stopping(many_images, 2100), batch_size=256, store=store, progress=False)
+    seen: list[int] = []
+    again = extract_activations(tiny_spec, _Stopping(many_images, 10**9, seen), batch_size=256, store=store,
+                                progress=False)
+    assert min(seen[1:]) == 2048 and len(seen) == 2500 - 2048 + 1  # seen[0]: the width probe reads image 0
+    for name in tiny_spec.probe_layers:
+        np.testing.assert_array_equal(again.layers[name], full.layers[name])
+    np.testing.assert_array_equal(again.labels, full.labels)
+
+
+def test_store_redone_with_other_settings_never_resumes_stale_rows(tiny_spec, many_images, tmp_path):
+    store = tmp_path / "acts"
+    full = extract_activations(tiny_spec, many_images, batch_size=256, store=store, progress=False)
     expected = {n: np.array(v) for n, v in full.layers.items()}
-    expected_logits = np.array(full.logits)
     del full
-
-    class Interrupting:
-        def __len__(self):
-            return len(tiny_images)
-
-        def __getitem__(self, i):
-            if i >= 8:
-                raise KeyboardInterrupt
-            return tiny_images[i]
-
     with pytest.raises(KeyboardInterrupt):  # other settings (branches): the pass is redone
-        extract_activations(tiny_spec, Interrupting(), batch_size=8, store=store,
+        extract_activations(tiny_spec, _Stopping(many_images, 1500), batch_size=256, store=store,
                             capture_branches=True, progress=False)
-    again = extract_activations(tiny_spec, tiny_images, batch_size=8, store=store, progress=False)
+    again = extract_activations(tiny_spec, many_images, batch_size=256, store=store, progress=False)
     for name in tiny_spec.probe_layers:
         np.testing.assert_allclose(again.layers[name], expected[name], atol=1e-6)
-    np.testing.assert_allclose(again.logits, expected_logits, atol=1e-6)
 
 
-def test_store_does_not_resume_a_pass_of_other_weights(tiny_spec, tiny_images, tmp_path):
-    """Same architecture and name, other weights (another checkpoint): the interrupted pass of
-    the first model must not supply the first rows of the second model's activations."""
+def test_store_does_not_resume_a_pass_of_other_weights(tiny_spec, many_images, tmp_path):
+    import torch
+
     store = tmp_path / "acts"
-
-    class Interrupting:
-        def __len__(self):
-            return len(tiny_images)
-
-        def __getitem__(self, i):
-            if i >= 16:
-                raise KeyboardInterrupt
-            return tiny_images[i]
-
-    import feature_complexity.activations as mod
-
-    original = mod.time.perf_counter
-    clock = iter(range(0, 10_000, 10))  # a progress flush after every batch
-    mod.time.perf_counter = lambda: next(clock)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            extract_activations(tiny_spec, Interrupting(), batch_size=8, store=store, progress=False)
-    finally:
-        mod.time.perf_counter = original
-    assert json.loads((store / "progress.json").read_text())["done"] > 0
-
-    with torch.no_grad():  # "another checkpoint" of the same model
-        for p in tiny_spec.module.parameters():
-            p.mul_(1.5)
-    expected = extract_activations(tiny_spec, tiny_images, batch_size=8, progress=False)
-    got = extract_activations(tiny_spec, tiny_images, batch_size=8, store=store, progress=False)
-    np.testing.assert_allclose(got.penultimate, expected.penultimate, atol=1e-5)
-    np.testing.assert_allclose(got.logits, expected.logits, atol=1e-5)
+    with pytest.raises(KeyboardInterrupt):
+        extract_activations(tiny_spec, _Stopping(many_images, 2100), batch_size=256, store=store, progress=False)
+    with torch.no_grad():
+        tiny_spec.get("fc").weight.mul_(2.0)  # another checkpoint of the same architecture
+    fresh = extract_activations(tiny_spec, many_images, batch_size=256, progress=False)
+    resumed = extract_activations(tiny_spec, many_images, batch_size=256, store=store, progress=False)
+    np.testing.assert_allclose(resumed.logits, fresh.logits, atol=1e-6)

@@ -191,7 +191,10 @@ def extract_activations(
     units = list(spec.branches) if capture_branches else []
     # which block each residual addition belongs to (a transformer block has two)
     blocks = {u: spec.unit_block(u) if hasattr(spec, "unit_block") else u for u in units}
-    meta = {"layers": list(spec.probe_layers), "branches": units, "unit_blocks": blocks, "model": spec.name}
+    meta = {"layers": list(spec.probe_layers), "branches": units, "unit_blocks": blocks, "model": spec.name,
+            # two checkpoints of one architecture share every name: a store is resumed only by
+            # the weights that began it (the stage loop's keys say the same for run folders)
+            "weights": weights_digest(spec.module) if store is not None else None}
     widths = _first_forward(spec, dataset, device, capture_branches)
     if store is None:
         arrays = {k: np.zeros((n_images, w) if w else (n_images,), dtype=t) for k, (w, t) in widths.items()}
