@@ -19,7 +19,8 @@ __all__ = ["summary_context", "fmt_number", "fmt_percent", "fmt_p"]
 _SETTINGS = (("dictionary", "dictionary"), ("learner", "learner"), ("n_atoms_per_class", "atoms per class"),
              ("codes", "codes"), ("class_source", "class of an image"), ("n_folds", "folds of I_V"),
              ("ci_groups", "interval cells per fold"), ("teleport_threshold", "teleport threshold"),
-             ("seed", "seed"))
+             ("controls", "controls"), ("evidence_features", "features with thumbnails"),
+             ("report_mb", "page size budget (MB)"), ("seed", "seed"))
 
 
 def fmt_number(value: Any, digits: int = 3) -> str:
@@ -134,12 +135,19 @@ def stages_context(manifest: dict[str, Any]) -> dict[str, Any]:
     return {"rows": rows, "sentence": sentence}
 
 
+def _setting(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value)) if value else "none"
+    return fmt_number(value)
+
+
 def summary_context(manifest: dict[str, Any], frame: "pd.DataFrame", fidelity: Any) -> dict[str, Any]:
     """Everything the summary section shows, as strings."""
     model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
     config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
-    settings = [(label, fmt_number(config[key]) if not isinstance(config[key], str) else config[key])
-                for key, label in _SETTINGS if key in config and config[key] is not None]
+    settings = [(label, _setting(config[key])) for key, label in _SETTINGS if key in config and config[key] is not None]
     versions = manifest.get("versions") if isinstance(manifest.get("versions"), dict) else {}
     return {
         "model": _model_rows(manifest),
