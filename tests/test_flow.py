@@ -16,7 +16,6 @@ from feature_complexity.analyses.flow import (
     flow_summary,
     flow_table,
     plot_flow,
-    run_flow,
     skip_share,
     teleport_correlation,
     teleport_depth,
@@ -230,73 +229,66 @@ def test_plot_flow_returns_a_2x2_figure() -> None:
     np.testing.assert_allclose(fig.axes[1].lines[1].get_ydata(), res.cka_main[:, 1])  # K = 0.9
 
 
-# ---------------------------------------------------------------------- run folder and CLI
-def _make_run(tmp_path: Path, spec, images, *, branches: bool = True) -> Path:
-    """A minimal run folder written by the real activation pass plus planted codes."""
+# ---------------------------------------------------------------------- the stage and the CLI
+def test_flow_stage_writes_outputs_and_iv_out_is_the_engine_on_the_block_outputs(tmp_path: Path, tiny_spec,
+                                                                                tiny_images) -> None:
+    """The stage's ``iv_out`` must equal an independent engine call on the stored block outputs
+    and codes with the run's folds (not the stage's own numbers read back)."""
     import pandas as pd
 
-    from feature_complexity.activations import extract_activations
     from feature_complexity.complexity import complexity
+    from feature_complexity.pipeline import RunConfig, run_analysis
 
-    run = tmp_path / "run"
-    acts = extract_activations(spec, images, capture_branches=branches, store=run / "activations",
-                               progress=False, batch_size=32)
-    rng = np.random.default_rng(0)
-    A = np.asarray(acts.penultimate)
-    Z = np.abs(np.column_stack([A[:, :3], rng.normal(size=(len(A), 2))])).astype(np.float32)
-    np.save(run / "codes.npy", Z)
-    res = complexity(acts.layers, Z, n_folds=3, seed=0)
-    np.savez(run / "complexity.npz", score=res.score, per_layer=res.per_layer,
-             layer_names=np.array(res.layer_names), alpha=res.alpha)
-    pd.DataFrame({"feature": np.arange(Z.shape[1]), "complexity": res.score}).to_parquet(
-        run / "features.parquet", index=False)
-    (run / "manifest.json").write_text(json.dumps({"config": {"n_folds": 3, "seed": 0}}))
-    return run
-
-
-def test_run_flow_writes_outputs(tmp_path: Path, tiny_spec, tiny_images) -> None:
-    import pandas as pd
-
-    run = _make_run(tmp_path, tiny_spec, tiny_images)
-    res = run_flow(run, measure="both", threshold=0.9)
-    table = pd.read_parquet(run / "flow.parquet")
-    assert len(table) == res.n_blocks * res.n_features == 2 * 5
-    per_feature = pd.read_parquet(run / "flow_features.parquet")
-    np.testing.assert_array_equal(per_feature["teleport_depth"], res.teleport_depth)
-    np.testing.assert_allclose(per_feature["skip_share"], res.skip_share)
-    feats = pd.read_parquet(run / "features.parquet")
+    cfg = RunConfig(n_atoms_per_class=2, n_folds=3, seed=4, robustness_images=0, evidence_features=0, ci_groups=0)
+    result = run_analysis(tiny_spec, tiny_images, tmp_path / "run", cfg, report=False, progress=False)
+    res = result["flow"]
+    acts, Z = result["activations"], np.asarray(result["codes"])
+    ref = complexity({n: np.asarray(acts.layers[n]) for n in tiny_spec.probe_layers}, Z, n_folds=3, seed=4,
+                     confidence=None)
+    np.testing.assert_allclose(res.iv_out, ref.per_layer, atol=1e-9)
+    skip_ref = complexity({n: np.asarray(acts.skip[n]) for n in tiny_spec.probe_layers}, Z, n_folds=3, seed=4,
+                          confidence=None)
+    np.testing.assert_allclose(res.iv_skip, skip_ref.per_layer, atol=1e-9)
+    table = pd.read_parquet(tmp_path / "run" / "flow.parquet")
+    assert len(table) == res.n_blocks * res.n_features
+    feats = pd.read_parquet(tmp_path / "run" / "features.parquet")
     np.testing.assert_array_equal(feats["teleport_depth"], res.teleport_depth)
-    summary = json.loads((run / "flow.json").read_text())
-    assert summary["config"]["n_folds"] == 3 and "numpy" in summary["versions"]
-    assert "teleport_spearman" in summary and "skip_share_spearman" in summary
+    summary = json.loads((tmp_path / "run" / "flow.json").read_text())
     assert sum(summary["teleport_depth_counts"]) == res.n_features
-    assert (run / "figures" / "flow.png").stat().st_size > 1000
-    # iv_out repeats the complexity stage (same layers, folds, seed)
-    with np.load(run / "complexity.npz") as f:
-        np.testing.assert_allclose(res.iv_out, f["per_layer"], atol=1e-9)
-    assert not list(run.glob(".*.tmp")) and not list((run / "figures").glob(".*.tmp"))
 
 
-def test_run_flow_without_branches_says_how_to_fix(tmp_path: Path, tiny_spec, tiny_images) -> None:
-    run = _make_run(tmp_path, tiny_spec, tiny_images, branches=False)
-    with pytest.raises(ValueError, match="rerun `feature-complexity run` with branch capture"):
-        run_flow(run)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        run_flow(tmp_path / "nope")
+def test_flow_summary_group_curves_against_a_loop() -> None:
+    """Each group's per-block curve is the mean over the group's features, ignoring NaN (a sum,
+    a plain mean or the wrong group would differ)."""
+    rng = np.random.default_rng(5)
+    nb, k = 4, 9
+    M = {name: rng.uniform(size=(nb, k)) for name in ("cka_skip", "cka_main", "cka_out", "iv_skip", "iv_main",
+                                                      "iv_out")}
+    M["cka_skip"][1, 0] = np.nan
+    from feature_complexity.analyses.flow import FlowResult
+
+    res = FlowResult(blocks=[f"b{i}" for i in range(nb)], teleport_depth=rng.integers(0, nb + 1, k), measure="both",
+                     threshold=0.9, debiased=False, features=np.arange(k), skip_share=rng.uniform(size=k), **M)
+    K = rng.uniform(size=k)
+    summary = flow_summary(res, K)
+    order = np.argsort(K, kind="stable")
+    thirds = {"simple": order[:3], "middle": order[3:6], "complex": order[6:]}
+    for group, idx in thirds.items():
+        for name, mat in M.items():
+            want = [float(np.mean([mat[b, i] for i in idx if np.isfinite(mat[b, i])])) for b in range(nb)]
+            np.testing.assert_allclose(summary["groups"][group][name], want, rtol=1e-12, err_msg=f"{group} {name}")
+        assert summary["groups"][group]["mean_teleport_depth"] == pytest.approx(res.teleport_depth[idx].mean())
+        assert summary["groups"][group]["mean_skip_share"] == pytest.approx(res.skip_share[idx].mean())
 
 
-def test_cli_flow(tmp_path: Path, tiny_spec, tiny_images, capsys) -> None:
+def test_cli_flow_reruns_the_stage_with_another_threshold(tmp_path: Path, tiny_spec, tiny_images, capsys) -> None:
     from feature_complexity.cli import main
+    from feature_complexity.pipeline import RunConfig, run_analysis
 
-    run = _make_run(tmp_path, tiny_spec, tiny_images)
-    assert main(["flow", str(run), "--threshold", "0.8", "--quiet"]) == 0
-    assert json.loads((run / "flow.json").read_text())["threshold"] == 0.8
-    assert (run / "flow_features.parquet").exists()
-    assert main(["flow", str(run), "--measure", "cka", "--debiased", "--quiet"]) == 0
-    assert (run / "flow.parquet").exists() and not (run / "flow_features.parquet").exists()
-    import pandas as pd
-
-    assert "teleport_depth" not in pd.read_parquet(run / "features.parquet").columns
-    assert "flow" in capsys.readouterr().out
+    cfg = RunConfig(n_atoms_per_class=2, n_folds=3, robustness_images=0, evidence_features=0, ci_groups=0)
+    run_analysis(tiny_spec, tiny_images, tmp_path / "run", cfg, report=False, progress=False)
+    assert main(["flow", str(tmp_path / "run"), "--threshold", "0.5", "--quiet"]) == 0
+    assert json.loads((tmp_path / "run" / "flow.json").read_text())["threshold"] == 0.5
+    assert "teleport depth vs complexity" in capsys.readouterr().out
     assert main(["flow", str(tmp_path / "missing")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "manifest.json not found" in capsys.readouterr().err
