@@ -28,9 +28,15 @@ def _script_json(page: str, element_id: str) -> dict:
     return json.loads(page.split(f'id="{element_id}">')[1].split("</script>")[0])
 
 
+@pytest.fixture(scope="module")
+def _fake_template(tmp_path_factory) -> Path:
+    return fake_run_folder(tmp_path_factory.mktemp("fake") / "run", n_features=40, n_thumbnails=12, n_figures=6)
+
+
 @pytest.fixture
-def fake_run(tmp_path: Path) -> Path:
-    return fake_run_folder(tmp_path / "run", n_features=40, n_thumbnails=12, n_figures=6)
+def fake_run(_fake_template: Path, tmp_path: Path) -> Path:
+    """A fabricated run folder of 40 features, 6 figures and 12 thumbnails (a fresh copy per test)."""
+    return Path(shutil.copytree(_fake_template, tmp_path / "run"))
 
 
 # ---------------------------------------------------------------------------------- templates
