@@ -347,6 +347,20 @@ def test_small_solver_is_exact_with_linearly_dependent_atoms() -> None:
     )
 
 
+
+def test_unrolled_cholesky_matches_numpy_and_flags_indefinite_matrices() -> None:
+    from feature_complexity.features.nnls import _cholesky_solve_unrolled
+
+    rng = np.random.default_rng(60)
+    M = rng.standard_normal((50, 7, 9))
+    M = M @ M.transpose(0, 2, 1) + 1e-3 * np.eye(7)  # SPD, some ill-conditioned
+    M[3] = -M[3]  # negative definite
+    b = rng.standard_normal((50, 7))
+    x, failed = _cholesky_solve_unrolled(torch.as_tensor(M), torch.as_tensor(b))
+    assert failed.numpy().tolist() == [i == 3 for i in range(50)]
+    ok = np.arange(50) != 3
+    np.testing.assert_allclose(x.numpy()[ok], np.linalg.solve(M[ok], b[ok][..., None])[..., 0], rtol=1e-8, atol=1e-10)
+
 @pytest.mark.parametrize("method", ["working_set", "active_set"])
 def test_encode_batches_and_torch_input_give_the_same_codes(method: str) -> None:
     A, D = _random_problem(7, 37, 10, 16)
