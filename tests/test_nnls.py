@@ -76,7 +76,9 @@ def _signed_problem(seed: int, n: int, k: int, d: int) -> tuple[np.ndarray, np.n
     return rng.standard_normal((n, d)), rng.standard_normal((k, d))
 
 
-def _nmf_like_problem(n_classes: int, d: int, r: int, n_per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _nmf_like_problem(
+    n_classes: int, d: int, r: int, n_per_class: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The benchmark's data at a small size: class-structured activations and per-class atoms
     (all non-negative, sharing directions: ill-conditioned, overcomplete when ``n_classes * r > d``)."""
     D, feature_class = per_class_atoms(n_classes, d, r, seed=seed, n_shared=8)
