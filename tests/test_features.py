@@ -1,7 +1,8 @@
-"""Tests for ``feature_complexity.features``: NMF dictionary, NNLS codes, fidelity.
+"""Tests for ``feature_complexity.features``: ``fit_dictionary`` (NMF by default), fidelity.
 
-References: ``scipy.optimize.nnls`` image by image, ``sklearn.decomposition.NMF`` fitted by hand,
-and planted cases whose answer is known (``A = Z_true D`` exactly).
+References: ``sklearn.decomposition.NMF`` fitted by hand class by class, and planted cases whose
+answer is known (``A = Z_true D`` exactly). The learners themselves are tested in
+``test_learners.py``, the NNLS codes in ``test_nnls.py``.
 """
 
 from __future__ import annotations
@@ -15,32 +16,12 @@ import pytest
 import torch
 from scipy.optimize import nnls as scipy_nnls
 
-from feature_complexity.features import (
-    Dictionary,
-    encode,
-    fidelity,
-    fit_dictionary,
-    nnls_objective,
-)
+from feature_complexity.features import Dictionary, fidelity, fit_dictionary
+from feature_complexity.features.nmf import NMFLearner
 
 
 # --------------------------------------------------------------------------------------------
 # helpers
-
-
-def _scipy_codes(A: np.ndarray, D: np.ndarray) -> np.ndarray:
-    """Reference codes: one ``scipy.optimize.nnls`` per image, ``(n_images, k)``."""
-    return np.stack([scipy_nnls(D.T, a, maxiter=50 * D.shape[0])[0] for a in A])
-
-
-def _random_problem(
-    seed: int, n: int, k: int, d: int, *, noise_images: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    D = rng.random((k, d))
-    # Dense A with some negative-leaning rows so that many codes hit the bound z = 0.
-    A = rng.random((n, d)) * 2 - (0.3 if noise_images else 0.0)
-    return A, D
 
 
 def _class_data(seed: int, n_per_class: int, n_classes: int, d: int) -> tuple[np.ndarray, np.ndarray]:
@@ -53,8 +34,18 @@ def _class_data(seed: int, n_per_class: int, n_classes: int, d: int) -> tuple[np
     return A[perm], classes[perm]
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """These problems are tiny: intra-op threads only add barrier waits, which cost 30x on a
+    machine shared with other jobs. One thread, restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # --------------------------------------------------------------------------------------------
-# encode (NNLS) against SciPy
+# fit_dictionary
 
 
 def test_per_class_dictionary_layout_and_non_negativity() -> None:
@@ -64,23 +55,27 @@ def test_per_class_dictionary_layout_and_non_negativity() -> None:
     assert dic.n_atoms == 12
     assert (dic.D >= 0).all()
     np.testing.assert_array_equal(dic.feature_class, np.repeat([0, 1, 2], 4))
-    assert dic.method == "per_class" and dic.n_atoms_per_class == 4
+    assert (dic.method, dic.scope, dic.n_atoms_per_class) == ("nmf", "per_class", 4)
     assert 0 < dic.reconstruction_error < 1
+    assert dic.extra == {}
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-@pytest.mark.filterwarnings("ignore:NMF did not converge")
-def test_per_class_dictionary_equals_sklearn_nmf_by_hand() -> None:
-    # max_iter is kept small on purpose: the same truncated run must give the same atoms.
+@pytest.mark.filterwarnings("ignore:NMF of")
+@pytest.mark.parametrize("solver", ["hals", "sklearn"])
+def test_per_class_dictionary_equals_sklearn_nmf_by_hand(solver: str) -> None:
+    # max_iter is kept small on purpose: the same truncated run must give the same atoms (the
+    # torch solver follows scikit-learn's coordinate descent; float64 data keeps rounding tiny)
     from sklearn.decomposition import NMF
 
     A, classes = _class_data(1, 20, 3, 10)
-    dic = fit_dictionary(A, classes, n_atoms_per_class=3, seed=7, max_iter=300, progress=False)
+    dic = fit_dictionary(A, classes, n_atoms_per_class=3, seed=7, max_iter=300, progress=False,
+                         learner=NMFLearner(solver=solver))
     sq_err = 0.0
     for c in range(3):
         nmf = NMF(n_components=3, init="nndsvda", random_state=7, max_iter=300)
         nmf.fit(A[classes == c])
-        np.testing.assert_allclose(dic.D[3 * c : 3 * c + 3], nmf.components_, rtol=1e-6)
+        np.testing.assert_allclose(dic.D[3 * c : 3 * c + 3], nmf.components_, rtol=1e-6, atol=1e-12)
         sq_err += nmf.reconstruction_err_**2
     assert dic.reconstruction_error == pytest.approx(
         np.sqrt(sq_err) / np.linalg.norm(A), rel=1e-9
@@ -99,13 +94,16 @@ def test_global_dictionary_equals_sklearn_nmf() -> None:
 
     A, _ = _class_data(3, 20, 2, 10)
     dic = fit_dictionary(A, None, method="global", n_atoms=5, seed=1, progress=False)
-    assert dic.D.shape == (5, 10) and dic.method == "global"
+    assert dic.D.shape == (5, 10) and (dic.method, dic.scope) == ("nmf", "global")
     np.testing.assert_array_equal(dic.feature_class, -1)
     assert dic.n_atoms_per_class is None
     nmf = NMF(n_components=5, init="nndsvda", random_state=1, max_iter=500).fit(A)
     np.testing.assert_allclose(dic.D, nmf.components_, rtol=1e-6)
+    # without classes the default size is r atoms; with classes, r per class
+    assert fit_dictionary(A, None, 3, method="global").n_atoms == 3
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_global_overcomplete_dictionary_uses_random_init_and_is_seeded() -> None:
     A, _ = _class_data(4, 10, 2, 6)  # 20 images, d = 6, k = 8 > min(n, d)
     with warnings.catch_warnings():
@@ -116,6 +114,10 @@ def test_global_overcomplete_dictionary_uses_random_init_and_is_seeded() -> None
     assert d1.D.shape == (8, 6) and (d1.D >= 0).all()
     np.testing.assert_array_equal(d1.D, d2.D)
     assert not np.allclose(d1.D, d3.D)
+    from sklearn.decomposition import NMF  # the same seeded random start as scikit-learn's
+
+    ref = NMF(8, init="random", random_state=0, max_iter=50).fit(A)
+    np.testing.assert_allclose(d1.D, ref.components_, rtol=1e-6, atol=1e-9)
 
 
 def test_planted_nmf_recovers_a_rank_r_class() -> None:
@@ -137,36 +139,55 @@ def test_tiny_negative_activations_are_clipped() -> None:
 
 
 def test_degenerate_zero_atoms_warn_and_keep_shape() -> None:
-    rng = np.random.default_rng(0)
-    A = np.zeros((30, 6))
-    A[:, 0] = rng.random(30) + 0.5  # rank one: a third atom has nothing to explain
-    with pytest.warns(UserWarning, match="all zero"):
-        dic = fit_dictionary(A, np.zeros(30, dtype=int), n_atoms_per_class=3, progress=False)
-    assert dic.D.shape == (3, 6)
+    # a class whose activations are all zero (a class the layer never responds to): its SVD
+    # start is zero and every curvature is 0, so its atoms stay exactly zero (as in
+    # scikit-learn); the class keeps its r slots and the user is told
+    from sklearn.decomposition import NMF
+
+    A, classes = _class_data(0, 12, 2, 6)
+    A[classes == 1] = 0.0
+    with pytest.warns(UserWarning, match=r"3 of 6 atoms are all zero.*classes \[1\]"):
+        dic = fit_dictionary(A, classes, n_atoms_per_class=3, progress=False)
+    assert dic.D.shape == (6, 6) and not dic.D[3:].any() and dic.D[:3].any()
+    assert not NMF(3, init="nndsvda").fit(A[classes == 1]).components_.any()
 
 
 @pytest.mark.parametrize(
     "mutate, kwargs, match",
     [
-        (lambda A, c: (A - 1.0, c), {}, "must be ≥ 0 for NMF.*follow a ReLU"),
+        (lambda A, c: (A - 1.0, c), {"learner": "nmf"}, "must be ≥ 0 for NMF.*--learner semi_nmf"),
         (lambda A, c: (np.where(np.eye(*A.shape) > 0, np.nan, A), c), {}, "non-finite"),
-        (lambda A, c: (A, np.where(np.arange(c.size) < 2, 3, c)), {}, "class 3 has 2 images"),
-        (lambda A, c: (A, c), {"n_classes": 4}, "class 3 has no images"),
+        (lambda A, c: (A, np.where(np.arange(c.size) < 2, 3, c)), {"skip_empty_classes": False},
+         "class 3 has 2 images for 3 atoms"),
+        (lambda A, c: (A, c), {"n_classes": 4, "skip_empty_classes": False}, "class 3 has no images"),
         (lambda A, c: (A, None), {}, "needs the class of every image"),
         (lambda A, c: (A, np.where(np.arange(c.size) == 0, -1, c)), {}, "negative class"),
-        (lambda A, c: (A, c[:-1]), {}, "classes must have shape"),
+        (lambda A, c: (A, c[:-1]), {}, "image_class must have shape"),
         (lambda A, c: (A[:, 0], c), {}, "must be 2-D"),
         (lambda A, c: (A, c), {"method": "pca"}, "method must be"),
-        (lambda A, c: (A, c), {"method": "global"}, "needs n_atoms"),
+        (lambda A, c: (A, c), {"method": "global", "n_atoms": 0}, "needs n_atoms >= 1"),
         (lambda A, c: (A, c), {"n_atoms_per_class": 20}, "larger than the activation dimension"),
-        (lambda A, c: (A, c), {"n_classes": 2}, "pass n_classes"),
+        (lambda A, c: (A, c), {"n_classes": 2}, "pass n_classes > 2"),
+        (lambda A, c: (A, c), {"n_atoms_per_class": 11}, "no class has 11 images"),
+        (lambda A, c: (A, c), {"max_iter": 0}, "max_iter must be >= 1"),
+        (lambda A, c: (A, c), {"learner": "sae"}, "use --dictionary global"),
     ],
 )
 def test_fit_dictionary_bad_input(mutate, kwargs: dict, match: str) -> None:
-    A, classes = _class_data(7, 10, 3, 8)
+    A, classes = _class_data(7, 10, 3, 12)
     A, classes = mutate(A, classes)
     with pytest.raises(ValueError, match=match):
         fit_dictionary(A, classes, progress=False, **{"n_atoms_per_class": 3, **kwargs})
+
+
+def test_classes_with_too_few_images_are_skipped_with_a_warning() -> None:
+    A, classes = _class_data(8, 10, 3, 8)
+    classes = np.where(np.arange(classes.size) < 2, 3, classes)  # class 3 has 2 images
+    with pytest.warns(UserWarning, match=r"1 classes have fewer images than --atoms-per-class 3.*\[3\]"):
+        dic = fit_dictionary(A, classes, n_atoms_per_class=3, progress=False)
+    np.testing.assert_array_equal(dic.feature_class, np.repeat([0, 1, 2], 3))
+    alone = fit_dictionary(A[classes == 1], classes[classes == 1], n_atoms_per_class=3)
+    np.testing.assert_array_equal(dic.D[3:6], alone.D)  # the skipped class changes no other class
 
 
 def test_empty_class_can_be_skipped() -> None:
@@ -185,11 +206,14 @@ def test_dictionary_save_load_roundtrip(tmp_path) -> None:
     back = Dictionary.load(path)
     np.testing.assert_array_equal(back.D, dic.D)
     np.testing.assert_array_equal(back.feature_class, dic.feature_class)
-    assert (back.method, back.n_atoms_per_class) == ("per_class", 2)
+    assert (back.method, back.scope, back.n_atoms_per_class) == ("nmf", "per_class", 2)
     assert back.reconstruction_error == pytest.approx(dic.reconstruction_error)
-    glob = Dictionary(np.ones((2, 3)), np.array([-1, -1]), "global", None, 0.5)
+    glob = Dictionary(np.ones((2, 3)), np.array([-1, -1]), "semi_nmf", "global", None, 0.5,
+                      extra={"decoder_bias": np.arange(3.0)})
     glob.save(path)  # overwrite in place
-    assert Dictionary.load(path).n_atoms_per_class is None
+    back = Dictionary.load(path)
+    assert back.n_atoms_per_class is None and back.scope == "global"
+    np.testing.assert_array_equal(back.extra["decoder_bias"], np.arange(3.0))
     with pytest.raises(ValueError, match="no dictionary file"):
         Dictionary.load(tmp_path / "missing.npz")
 

@@ -200,5 +200,5 @@ def get_learner(name: str) -> DictionaryLearner:
 
 def _load_builtin_learners() -> None:
     """Import the built-in learner modules (each registers itself on import)."""
-    from . import nmf  # noqa: F401
+    from . import nmf, sae, seminmf  # noqa: F401
 

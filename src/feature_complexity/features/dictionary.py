@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 from .._validation import as_array, as_class_indices
-from .base import SCOPES, Dictionary, get_learner
+from .base import SCOPES, Dictionary, DictionaryLearner, get_learner
 
 __all__ = ["Dictionary", "fit_dictionary", "resolve_learner", "usable_classes"]
 
@@ -66,7 +66,7 @@ def fit_dictionary(
     n_atoms_per_class: int = 10,
     *,
     method: str = "per_class",
-    learner: str = "auto",
+    learner: str | DictionaryLearner = "auto",
     n_atoms: int | None = None,
     n_classes: int | None = None,
     seed: int = 0,
@@ -83,12 +83,14 @@ def fit_dictionary(
             prediction where unknown); required for ``method="per_class"``.
         n_atoms_per_class: ``r``, atoms per class (paper: 10).
         method: the scope, ``"per_class"`` (paper, CRAFT) or ``"global"``.
-        learner: ``"auto"`` (NMF when ``A ≥ 0``, else Semi-NMF), ``"nmf"``, ``"semi_nmf"``, ``"sae"``
-            or any registered learner.
+        learner: ``"auto"`` (NMF when ``A ≥ 0``, else Semi-NMF, with a warning), ``"nmf"``,
+            ``"semi_nmf"``, ``"sae"``, any registered name, or a learner instance with its own
+            options (e.g. ``NMFLearner(solver="sklearn")``, ``SAELearner(SAEOptions(top_k=16))``).
         n_atoms: atoms of a global dictionary (default ``r * n_classes``, or ``r`` without classes).
         n_classes: number of classes (default ``image_class.max() + 1``).
         seed: seeds the fit.
-        max_iter: iteration budget of the fit.
+        max_iter: iteration budget of the fit (per class for NMF / Semi-NMF; the SAE trains for
+            its ``epochs`` instead).
         device: where iterative learners run (``"cpu"``, ``"cuda"``).
         skip_empty_classes: give classes with no image (or fewer than ``r``) no atoms, with a
             warning, instead of raising.
@@ -110,8 +112,15 @@ def fit_dictionary(
     r = int(n_atoms_per_class)
     if r < 1:
         raise ValueError(f"n_atoms_per_class must be >= 1, got {n_atoms_per_class}")
-    name = resolve_learner(learner, float(A.min()))
-    impl = get_learner(name)
+    if isinstance(learner, DictionaryLearner):
+        impl, name = learner, learner.name
+    else:
+        name = resolve_learner(learner, float(A.min()))
+        impl = get_learner(name)
+    if impl.requires_nonnegative:  # before any class bookkeeping: the most useful message first
+        from .nmf import check_nonnegative
+
+        check_nonnegative(A)
     if method not in impl.scopes:
         raise ValueError(f"learner {name!r} supports {' and '.join(impl.scopes)} dictionaries, not "
                          f"{method!r}; use --dictionary {impl.scopes[0]}")
@@ -130,14 +139,15 @@ def fit_dictionary(
         return impl.fit(A, classes, scope="global", n_atoms_per_class=r, n_atoms=int(k), seed=seed,
                         max_iter=max_iter, device=device, progress=progress)
     if classes is None:
-        raise ValueError("method='per_class' needs the class of every row; pass the labels (or the model's "
-                         "predictions where labels are unknown), or use method='global'")
+        raise ValueError("method='per_class' needs the class of every image (row of A); pass the labels (or "
+                         "the model's predictions where labels are unknown), or use method='global'")
     if r > d:
         raise ValueError(f"n_atoms_per_class={r} is larger than the activation dimension d={d}; use at most "
                          f"{d} atoms per class (--atoms-per-class)")
     n_cls = int(classes.max()) + 1 if n_classes is None else int(n_classes)
     if classes.max() >= n_cls:
-        raise ValueError(f"classes go up to {int(classes.max())} but n_classes={n_cls}")
+        raise ValueError(f"image_class goes up to {int(classes.max())} but n_classes={n_cls}; pass n_classes "
+                         f"> {int(classes.max())} (the model's number of classes) or leave it None")
     fitted, empty, small = usable_classes(classes, r, n_classes=n_cls)
     if fitted.size == 0:
         counts = np.bincount(classes)
@@ -145,8 +155,9 @@ def fit_dictionary(
                          f"--atoms-per-class {max(1, int(counts.max()))} or more images per class")
     if (empty or small) and not skip_empty_classes:
         c = (small or empty)[0]
-        raise ValueError(f"class {c} has {int(np.sum(classes == c))} images for {r} atoms per class; pass "
-                         "skip_empty_classes=True to give such classes no atoms")
+        count = int(np.sum(classes == c))
+        raise ValueError(f"class {c} has {'no images' if count == 0 else f'{count} images'} for {r} atoms per "
+                         "class; pass skip_empty_classes=True to give such classes no atoms")
     if small:
         warnings.warn(f"{len(small)} classes have fewer images than --atoms-per-class {r} and get no "
                       f"atoms (e.g. classes {small[:10]})", stacklevel=2)
