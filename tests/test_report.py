@@ -254,6 +254,23 @@ def test_report_cli_rerenders_without_the_model_and_reuses_everything(tiny_run, 
 
 
 @pytest.mark.slow
+def test_rerender_never_recomputes_a_stage_it_cannot_rebuild(tiny_run, tmp_path):
+    """A run with extra stages (the demo's dynamics) has a feature table this command's stage list
+    would compute differently: it must be left as it is, and the page rendered from the files."""
+    from feature_complexity.report import rerender
+
+    run = _copy(tiny_run, tmp_path)
+    record = json.loads((run / ".stages" / "features.json").read_text())
+    record["key"] = "made-with-extra-stages"
+    (run / ".stages" / "features.json").write_text(json.dumps(record))
+    before = (run / "features.parquet").read_bytes()
+    (run / "report.html").unlink()
+    assert rerender(run, progress=False) == run / "report.html"
+    assert (run / "report.html").exists() and (run / "features.parquet").read_bytes() == before
+    assert json.loads((run / ".stages" / "features.json").read_text())["key"] == "made-with-extra-stages"
+
+
+@pytest.mark.slow
 def test_rebuilt_inputs_must_be_the_runs_own(tiny_run):
     import torch
     from conftest import TinyImages, make_tiny_spec

@@ -2,7 +2,9 @@
 
 Without the model: the folder's configuration and input fingerprints (``manifest.json``) give
 every stage its key, the finished stages are reused as they are, and only the report is rendered
-again (seconds). With ``evidence_inputs`` (the model and the probe images, rebuilt from the
+again (seconds). No other stage is ever computed here: one whose record does not match (the
+run had extra stages, such as the demo's dynamics, that this command cannot rebuild) is left as
+it is, and the page is then rendered from the folder's files directly. With ``evidence_inputs`` (the model and the probe images, rebuilt from the
 manifest by the CLI and checked to be the run's own), the evidence stage runs first.
 
 A folder written before the stage loop (no ``.stages/`` records) is rendered from its files.
@@ -42,15 +44,42 @@ def rerender(run_dir: str | Path, *, evidence_inputs: dict[str, Any] | None = No
         from .build import DEFAULT_REPORT_MB, render_report
 
         return render_report(path, report_mb=float((changes or {}).get("report_mb", DEFAULT_REPORT_MB)))
-    from ..pipeline import run_folder
-
     # the report is rendered again even when nothing it shows changed (a newer template, say)
     (path / RECORDS_DIR / "report.json").unlink(missing_ok=True)
-    targets = ["evidence", "report"] if evidence_inputs is not None else ["report"]
-    result = run_folder(path, targets, changes=changes, inputs=evidence_inputs, progress=progress)
-    if evidence_inputs is not None and not result.context.has("evidence"):
+    ctx, status = _run_report_stage(path, evidence_inputs, changes or {}, progress)
+    if evidence_inputs is not None and "evidence" not in status:
         raise ValueError(f"the evidence stage does not apply to {path} (config.evidence_features is 0?)")
+    if "report" not in status:
+        # a stage the report reads was made by stages this list does not hold (a run's extra
+        # stages, the demo's dynamics): render what the folder has, without touching the stages
+        ctx.log(f"[report] {path} holds stages this command cannot rebuild (its run had extra stages); "
+                "rendering the folder's files as they are")
+        from .build import render_report
+
+        return render_report(path, report_mb=float(ctx.config.report_mb))
     return path / "report.html"
+
+
+def _run_report_stage(path: Path, evidence_inputs: dict[str, Any] | None, changes: dict[str, Any],
+                      progress: bool) -> tuple[Any, dict[str, Any]]:
+    """Run the report stage (and the evidence) on the folder; every other stage counts only if the
+    folder holds it with the same key, so nothing else is ever recomputed (or overwritten)."""
+    import sys
+    from dataclasses import replace
+
+    from ..pipeline import build_stages, open_run, run_stages_of
+    from ..stages import Context
+
+    config, prints, manifest = open_run(path)
+    config = replace(config, **changes).validate()
+    manifest["config"] = config.to_dict()
+    inputs = {"class_names": (manifest.get("model") or {}).get("class_names"), **(evidence_inputs or {})}
+    log = (lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None)
+    ctx = Context(config=config, out=path, fingerprints=prints, inputs=inputs, overwrite=True, progress=progress,
+                  log=log)
+    targets = ["evidence", "report"] if evidence_inputs is not None else ["report"]
+    status = run_stages_of(build_stages(report=True), ctx, manifest, targets, computable=set(targets))
+    return ctx, status
 
 
 def check_inputs_match(spec: Any, probe: Any, manifest: dict[str, Any]) -> str | None:

@@ -154,25 +154,30 @@ _CHECKPOINT_COLUMNS = (("checkpoint", "checkpoint", None), ("epoch", "epoch", No
 def dynamics_tables(dynamics: dict[str, Any], checkpoints: Any = None) -> dict[str, Any]:
     """``dynamics.json`` (and the per-checkpoint table when present) as sentences and a table."""
     s = dynamics.get("summary", dynamics)
+    unit = str(s.get("time_unit") or dynamics.get("time_unit") or "epoch")
+    n_final = s.get("n_final_features")
+    if n_final is None and checkpoints is not None and "n_features" in getattr(checkpoints, "columns", ()):
+        n_final = int(checkpoints["n_features"].iloc[-1])
     sentences = []
     rho = s.get("spearman_A_K")
     if rho is not None:
-        sentences.append(f"Spearman(A, K) = {fmt_number(rho, 2)} over the final checkpoint's "
-                         f"{fmt_number(s.get('n_final_features'))} features; the paper expects a strong positive "
+        over = f" over the final checkpoint's {fmt_number(n_final)} features" if n_final is not None else ""
+        sentences.append(f"Spearman(A, K) = {fmt_number(rho, 2)}{over}; the paper expects a strong positive "
                          "relation (complex features are learned late).")
     if s.get("mean_A") is not None:
         sentences.append(f"Mean temporal decoding score A = {fmt_number(s['mean_A'])}; "
                          f"{fmt_percent(s.get('fraction_never_decodable'))} of the features never reach I_V ≥ ½ "
-                         "at any checkpoint.")
+                         "from a checkpoint's penultimate layer.")
     if s.get("n_checkpoints"):
-        sentences.append(f"{fmt_number(s['n_checkpoints'])} checkpoints, {fmt_number(s.get('n_probe_images'))} "
-                         f"probe images, training time in {s.get('time_unit', 'epochs')}.")
+        images = f", {fmt_number(s['n_probe_images'])} probe images" if s.get("n_probe_images") else ""
+        sentences.append(f"{fmt_number(s['n_checkpoints'])} checkpoints{images}; training time in {unit}s.")
     tables = []
     if checkpoints is not None and len(checkpoints):
         cols = [(c, label, kind) for c, label, kind in _CHECKPOINT_COLUMNS if c in checkpoints.columns]
         rows = [[fmt_percent(r[c]) if kind == "percent" else fmt_number(r[c]) for c, _, kind in cols]
                 for _, r in checkpoints.iterrows()]
-        tables.append(_table("Every checkpoint", [label for _, label, _ in cols], rows))
+        header = [f"training time ({unit}s)" if c == "time" else label for c, label, _ in cols]
+        tables.append(_table("Every checkpoint", header, rows))
     elif isinstance(s.get("first"), dict) and isinstance(s.get("last"), dict):
         cols = [(c, label, kind) for c, label, kind in _CHECKPOINT_COLUMNS if c in s["first"]]
         rows = [[fmt_percent(r.get(c)) if kind == "percent" else fmt_number(r.get(c)) for c, _, kind in cols]
