@@ -493,7 +493,7 @@ def test_repeated_and_near_repeated_eigenvalues_match_previous_algorithm():
     st = RidgeProbeStats(layers[0].shape[1], 4, 5)
     st.update(layers[0], Z, folds)
     tot = {"N": st.count.sum(), "sx": st.sum_x.sum(0), "sz": st.sum_z.sum(0),
-           "xx": engine._mirror_upper(st.xx.sum(0), st._blocks), "zx": st.zx.sum(0)}
+           "xx": engine._mirror_upper(st.xx.sum(0), st._blocks), "zx": st.zx()}
     fm = engine._fold_model(st, tot, 0, np.asarray(DEFAULT_ALPHAS))
     assert fm.members is not None and len(fm.members) >= 4  # the planted clusters were found
     with warnings.catch_warnings():
@@ -764,3 +764,17 @@ def test_new_arguments_raise_clear_value_errors(kwargs, match):
     layers, Z = random_problem(21)
     with pytest.raises(ValueError, match=match):
         complexity(layers, Z, **kwargs)
+
+
+def test_wide_layer_default_blocks_and_lapack_path_match_previous_algorithm():
+    """p = 800: two 400-wide blocks of X^T X and Z^T X at the default block size, SciPy's eigh,
+    an ill-conditioned scatter (1,600 training images for 800 correlated ReLU channels)."""
+    rng = np.random.default_rng(12)
+    n, p = 2000, 800
+    X = np.maximum(rng.normal(size=(n, 40)) @ rng.normal(size=(40, p)) + rng.normal(size=(n, p)), 0)
+    Z = np.column_stack([X[:, :5].sum(1) + rng.normal(size=n), rng.normal(size=n)])
+    assert len(engine._sym_blocks(p)) == 2
+    res = complexity([X], Z, confidence=None)
+    ref_iv, ref_alpha = reference_iv([X], Z, fold_assignment(n, 5, 0))
+    np.testing.assert_allclose(res.per_layer, ref_iv, atol=1e-10, rtol=0)
+    np.testing.assert_array_equal(res.alpha, ref_alpha)
