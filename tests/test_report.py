@@ -167,6 +167,9 @@ def test_explorer_data_labels_every_column(fake_run):
     assert data["meta"]["weird_score"] == {"label": "weird score", "kind": "number",
                                            "tip": data["meta"]["weird_score"]["tip"]}
     assert "no description" in data["meta"]["weird_score"]["tip"]
+    assert data["meta"]["noise_sensitivity_0.1"]["label"] == "noise sensitivity, σ = 0.1"
+    assert data["meta"]["hierarchy_level_1"]["kind"] == "int"  # cluster ids stored as floats show as ids
+    assert all(isinstance(v, int) for v in data["columns"]["hierarchy_level_1"])
     assert "embed_x" not in data["columns"] and data["interval"] is True
     assert len(data["iv"]) == len(frame) * len(data["layers"]) == len(frame) * 4
 

@@ -44,6 +44,9 @@ def _values(series: "pd.Series") -> tuple[list[Any], str]:
         return [int(v) for v in series], "int"
     if kind == "f":
         arr = np.round(series.to_numpy(dtype=np.float64), 4)
+        finite = arr[np.isfinite(arr)]
+        if finite.size and np.all(finite == np.round(finite)):  # ids and ranks stored as floats (NaN allowed)
+            return [None if not np.isfinite(v) else int(v) for v in arr], "int"
         return [None if not np.isfinite(v) else float(v) for v in arr], "number"
     return [None if v is None else str(v) for v in series], "text"
 

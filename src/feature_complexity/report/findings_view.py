@@ -23,9 +23,9 @@ VERDICT_LABELS = {
 _EXPECTED = {"positive": "positive (> 0)", "negative": "negative (< 0)", "none": "no relation (≈ 0)"}
 
 
-def _interval(value: Any, lo: Any, hi: Any, digits: int = 2) -> str:
+def _interval(value: Any, lo: Any, hi: Any, digits: int = 2, missing: str = "—") -> str:
     if value is None:
-        return "—"
+        return missing
     text = fmt_number(value, digits)
     if lo is not None and hi is not None:
         text += f" [{fmt_number(lo, digits)}, {fmt_number(hi, digits)}]"
@@ -40,10 +40,10 @@ def _row(f: dict[str, Any]) -> dict[str, Any]:
     control = None
     if f.get("control"):
         control = {"name": str(f["control"]),
-                   "value": _interval(f.get("control_value"), f.get("control_ci_low"), f.get("control_ci_high"))}
-        if f.get("difference") is not None:
-            control["difference"] = _interval(f.get("difference"), f.get("difference_ci_low"),
-                                              f.get("difference_ci_high"))
+                   "value": _interval(f.get("control_value"), f.get("control_ci_low"), f.get("control_ci_high"),
+                                      missing="not computed"),
+                   "difference": None if f.get("difference") is None else
+                   _interval(f.get("difference"), f.get("difference_ci_low"), f.get("difference_ci_high"))}
     return {
         "claim": str(f.get("claim", "")),
         "statistic": str(f.get("statistic") or f.get("claim", "")),

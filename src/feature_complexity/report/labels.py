@@ -7,7 +7,7 @@ name made readable and a tooltip saying that it has no description yet (add a ro
 
 from __future__ import annotations
 
-__all__ = ["COLUMNS", "HIDDEN", "label", "explanation", "SECTIONS"]
+__all__ = ["COLUMNS", "PATTERNS", "HIDDEN", "label", "explanation", "SECTIONS"]
 
 #: column -> (label, explanation)
 COLUMNS: dict[str, tuple[str, str]] = {
@@ -42,6 +42,21 @@ COLUMNS: dict[str, tuple[str, str]] = {
                    "masked at random (Nanda et al.)."),
     "sensitivity": ("noise sensitivity", "How much the feature's code changes under Gaussian input noise."),
     "hoyer": ("Hoyer sparsity", "Hoyer sparsity of the atom: 1 = one unit, 0 = spread over all units."),
+    "top_neuron_share": ("top-neuron share", "Share of the atom's energy ‖d‖² on its largest neuron (1 = a single "
+                         "neuron carries the feature)."),
+    "importance_rank": ("importance rank", "Rank of the feature by |Γ| among all features (0 = the most important)."),
+    "support_tail": ("in the support tail", "1 for the least important features by |Γ| (beyond the head of the "
+                     "ranking): the long tail whose joint contribution to accuracy the support analysis measures."),
+}
+
+#: column-name patterns (prefix -> label template, explanation template), for families of columns
+PATTERNS: dict[str, tuple[str, str]] = {
+    "redundancy_keep_": ("redundancy, {} of neurons kept", "CKA of the feature with the penultimate layer when only "
+                         "a random fraction {} of its neurons is kept, over the CKA with the whole layer."),
+    "noise_sensitivity_": ("noise sensitivity, σ = {}", "Variance of the feature's code under Gaussian pixel noise "
+                           "of σ = {} (pixels in [0, 1]), over its variance across clean images."),
+    "hierarchy_level_": ("hierarchy level {} cluster", "Sub-cluster of the feature at level {} of the recursive "
+                         "K-means hierarchy of meta-features."),
 }
 
 #: columns used for layout only, never shown as values
@@ -69,6 +84,9 @@ def label(column: str) -> str:
         return COLUMNS[column][0]
     if column.startswith("iv_"):
         return f"I_V from {column[3:]}"
+    for prefix, (text, _) in PATTERNS.items():
+        if column.startswith(prefix):
+            return text.format(column[len(prefix):])
     return column.replace("_", " ")
 
 
@@ -78,4 +96,7 @@ def explanation(column: str) -> str:
         return COLUMNS[column][1]
     if column.startswith("iv_"):
         return f"Held-out V-information of the feature from block {column[3:]} (0 = not decodable, 1 = fully)."
+    for prefix, (_, text) in PATTERNS.items():
+        if column.startswith(prefix):
+            return text.format(column[len(prefix):])
     return f"Column '{column}' of features.parquet (no description registered in report/labels.py yet)."

@@ -31,7 +31,8 @@ def _features(rng: np.random.Generator, k: int, n_classes: int, layers: list[str
                           "mean_code": rng.random(k), "teleport_depth": rng.integers(0, n_blocks + 1, size=k),
                           "skip_share": rng.random(k), "cluster": rng.integers(0, max(2, k // 67), size=k),
                           "embed_x": rng.normal(size=k), "embed_y": rng.normal(size=k), "A": rng.random(k),
-                          "weird_score": rng.normal(size=k)})
+                          "weird_score": rng.normal(size=k), "noise_sensitivity_0.1": rng.random(k),
+                          "hierarchy_level_1": rng.integers(0, 2, size=k).astype(np.float64)})
     for name, row in zip(layers, per_layer):
         frame[f"iv_{name}"] = row
     return frame
@@ -69,9 +70,11 @@ def _findings(control: bool) -> list[dict[str, Any]]:
              "none")[i % 3], "paper": f"what the paper says about claim {i}", "unit": "features", "n": 100,
              "verdict": verdict, "reason": f"the reason for verdict {verdict}", "value": -0.5 + 0.1 * i,
              "ci_low": -0.6 + 0.1 * i, "ci_high": -0.4 + 0.1 * i, "p_value": 0.001, "band": 0.2}
-        if control:
-            f.update(control="random-init", control_value=0.01, control_ci_low=-0.1, control_ci_high=0.12,
-                     difference=-0.5, difference_ci_low=-0.6, difference_ci_high=-0.4)
+        if control:  # the last ones have a control on which the statistic could not be computed
+            computed = i < 6
+            f.update(control="random-init", control_value=0.01 if computed else None, control_ci_low=-0.1,
+                     control_ci_high=0.12, difference=-0.5 if computed else None, difference_ci_low=-0.6,
+                     difference_ci_high=-0.4)
         out.append(f)
     return out
 
