@@ -293,6 +293,40 @@ def test_rebuilt_inputs_must_be_the_runs_own(tiny_run):
     assert "probe images" in check_inputs_match(make_tiny_spec(), TinyImages(seed=1), manifest)
 
 
+@pytest.mark.slow
+def test_report_evidence_rebuilds_the_model_and_images_from_the_manifest(tmp_path, capsys):
+    """A run of a registered model (small-resnet from a checkpoint) on generated images: the CLI
+    rebuilds both from manifest.json, checks them, and renders the evidence with other settings."""
+    import torch
+
+    from feature_complexity.cli import main
+    from feature_complexity.data import trifeature
+    from feature_complexity.models.registry import build_model
+    from feature_complexity.pipeline import RunConfig, run_analysis
+
+    ckpt = tmp_path / "small.pt"
+    torch.save(build_model("small-resnet", seed=0).module.state_dict(), ckpt)
+    spec = build_model("small-resnet", checkpoint=str(ckpt))
+    source = trifeature(48, seed=0)
+    cheap = RunConfig(n_atoms_per_class=2, n_folds=2, batch_size=48, nmf_max_iter=100, robustness_draws=2,
+                      robustness_images=8, redundancy_masks=2, n_bootstrap=100, evidence_features=4, n_top=3)
+    run = tmp_path / "run"
+    run_analysis(spec, source, run, cheap, model_info={"name": "small-resnet", "checkpoint": str(ckpt)},
+                 data_info=source.describe(), progress=False)
+    assert len(json.loads((run / "evidence" / "index.json").read_text())["files"]) <= 4
+    capsys.readouterr()
+    assert main(["report", str(run), "--evidence", "--evidence-features", "6", "--n-top", "2", "--quiet"]) == 0
+    index = json.loads((run / "evidence" / "index.json").read_text())
+    assert index["n_top"] == 2 and 0 < len(index["files"]) <= 6
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    assert stages["evidence"]["status"] == "computed" and stages["report"]["status"] == "computed"
+    # another checkpoint than the run's: refused before any evidence is drawn, and why
+    other = tmp_path / "other.pt"
+    torch.save(build_model("small-resnet", seed=1).module.state_dict(), other)
+    assert main(["report", str(run), "--evidence", "--checkpoint", str(other), "--quiet"]) == 2
+    assert "model weights rebuilt from manifest.json are not the run's" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------- the browser
 def _driver():
     if shutil.which("chromedriver") is None and not Path("/usr/bin/chromedriver").exists():

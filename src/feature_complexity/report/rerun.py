@@ -48,7 +48,7 @@ def rerender(run_dir: str | Path, *, evidence_inputs: dict[str, Any] | None = No
     (path / RECORDS_DIR / "report.json").unlink(missing_ok=True)
     ctx, status = _run_report_stage(path, evidence_inputs, changes or {}, progress)
     if evidence_inputs is not None and "evidence" not in status:
-        raise ValueError(f"the evidence stage does not apply to {path} (config.evidence_features is 0?)")
+        raise ValueError(_why_no_evidence(ctx, path))
     if "report" not in status:
         # a stage the report reads was made by stages this list does not hold (a run's extra
         # stages, the demo's dynamics): render what the folder has, without touching the stages
@@ -58,6 +58,18 @@ def rerender(run_dir: str | Path, *, evidence_inputs: dict[str, Any] | None = No
 
         return render_report(path, report_mb=float(ctx.config.report_mb))
     return path / "report.html"
+
+
+def _why_no_evidence(ctx: Any, path: Path) -> str:
+    """Why the evidence stage did not run on ``path``, and what to do."""
+    from ..analyses.evidence import STAGE
+
+    if ctx.config.evidence_features <= 0:
+        return "no evidence: config.evidence_features is 0 (pass --evidence-features N)"
+    missing = [n for n in STAGE.needs if not ctx.has(n)]
+    return (f"no evidence for {path}: it needs the stages {', '.join(missing)}, which the folder holds from other "
+            "settings or an older version of the tool (or not at all); rerun the same `feature-complexity run` "
+            "command on it (with --overwrite) first")
 
 
 def _run_report_stage(path: Path, evidence_inputs: dict[str, Any] | None, changes: dict[str, Any],
