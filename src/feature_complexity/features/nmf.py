@@ -349,22 +349,24 @@ def hals_sweep(V: torch.Tensor, C: torch.Tensor, G: torch.Tensor) -> torch.Tenso
         G: ``(B, k, k)`` the Gram matrix of the other factor.
 
     Returns:
-        ``(B,)`` float64 violation: sum of |projected gradient| of each coordinate just before
-        its update (scikit-learn's stopping statistic).
+        ``(B,)`` violation (float64 from ``V``'s precision): sum of |projected gradient| of each
+        coordinate just before its update (scikit-learn's stopping statistic).
     """
     import torch
 
     hess = torch.diagonal(G, dim1=1, dim2=2)[:, :, None]
-    skip = hess == 0  # scikit-learn leaves a coordinate whose curvature is 0 as it is
-    violation = torch.zeros(V.shape[0], dtype=torch.float64, device=V.device)
+    # scikit-learn leaves a coordinate whose curvature is 0 as it is: grad / inf = 0 does that
+    hess = torch.where(hess == 0, torch.inf, hess)
+    violation = torch.zeros(V.shape[0], dtype=V.dtype, device=V.device)
     for t in range(V.shape[1]):
         grad = bmm(G[:, t:t + 1, :], V)[:, 0].sub_(C[:, t])
-        v = V[:, t]
+        v = V[:, t]  # a view: the update below writes into V
         pg = torch.where(v > 0, grad, grad.clamp(max=0))  # at the bound only descent counts
-        violation += pg.abs_().sum(-1, dtype=torch.float64)
+        violation += pg.abs_().sum(-1)
         # divide (not multiply by 1/h): the same rounding as scikit-learn, which matters on
         # degenerate classes where a tiny curvature makes the iterates chaotic
-        V[:, t] = torch.where(skip[:, t], v, (v - grad / hess[:, t]).clamp_(min=0))
+        v.sub_(grad.div_(hess[:, t])).clamp_(min=0)
+    return violation.to(torch.float64)
     return violation
 
 
