@@ -342,7 +342,8 @@ def run_scale(args: argparse.Namespace) -> dict:
             print(f"{label:>18}: {row['wall_s']:7.1f} s wall, {row['cpu_s']:7.1f} s CPU, peak RssAnon "
                   f"{row['anon_peak_gb']:.2f} GiB; flops: engine {fl['engine']:.3g} (stats {fl['engine_stats']:.3g}, "
                   f"solve {fl['engine_solve']:.3g}) vs floor {fl['floor']:.3g} = {row['ratio_flops_to_floor']:.2f}x; "
-                  f"floor at the measured GEMM rate {row['floor_s']:.1f} s -> wall / floor {row['ratio_time_to_floor']:.2f}x; "
+                  f"floor at the measured GEMM rate {row['floor_s']:.1f} s -> "
+                  f"wall / floor {row['ratio_time_to_floor']:.2f}x; "
                   f"mean K {row['mean_K']:.3f}; load average after {row['load_after']}")
         a, b = results["without intervals"], results["with intervals"]
         print(f"intervals cost: x{b['wall_s'] / a['wall_s']:.2f} wall, x{b['cpu_s'] / a['cpu_s']:.2f} CPU")
@@ -428,7 +429,8 @@ def main() -> None:
         torch.cuda.synchronize()
     t_engine, c_engine = time.perf_counter() - t0, time.process_time() - c0
     print(f"engine ({args.device}): {t_engine:.2f} s for {args.n_features} features x {len(widths)} layers "
-          f"({1e3 * t_engine / args.n_features:.2f} ms per feature; CPU time {c_engine:.2f} s); mean K {res.score.mean():.3f}, "
+          f"({1e3 * t_engine / args.n_features:.2f} ms per feature; CPU time {c_engine:.2f} s); "
+          f"mean K {res.score.mean():.3f}, "
           f"K range [{res.score.min():.3f}, {res.score.max():.3f}]")
     out = dict(n_images=args.n_images, n_features=args.n_features, widths=widths, device=args.device,
                engine_s=t_engine, engine_cpu_s=c_engine, mean_K=float(res.score.mean()))
@@ -447,12 +449,15 @@ def main() -> None:
         per_feature = t_ref / len(subset)
         extrapolated = per_feature * args.n_features
         print(f"sklearn Ridge per feature/layer/fold/alpha: {t_ref:.1f} s for {len(subset)} features "
-              f"-> {per_feature:.1f} s per feature -> {extrapolated:.0f} s extrapolated to {args.n_features} (CPU time {c_ref:.1f} s)")
+              f"-> {per_feature:.1f} s per feature -> {extrapolated:.0f} s extrapolated to {args.n_features} "
+              f"(CPU time {c_ref:.1f} s)")
         cpu_ratio = (c_ref / len(subset) * args.n_features) / max(c_engine, 1e-9)
-        print(f"speed-up: {extrapolated / t_engine:.0f}x wall, {cpu_ratio:.0f}x CPU time   max |dI_V| on the subset: {max(diffs):.2e}   "
+        print(f"speed-up: {extrapolated / t_engine:.0f}x wall, {cpu_ratio:.0f}x CPU time   "
+              f"max |dI_V| on the subset: {max(diffs):.2e}   "
               f"same alpha chosen: {alpha_agree}/{len(subset) * len(widths)}")
         out.update(ref_features=len(subset), ref_s=t_ref, ref_per_feature_s=per_feature,
-                   ref_extrapolated_s=extrapolated, speedup=extrapolated / t_engine, speedup_cpu=cpu_ratio, ref_cpu_s=c_ref,
+                   ref_extrapolated_s=extrapolated, speedup=extrapolated / t_engine, speedup_cpu=cpu_ratio,
+                   ref_cpu_s=c_ref,
                    max_abs_diff_iv=float(max(diffs)))
     if args.ridgecv_features > 0:
         t = sum(ridgecv_time(layers, Z[:, j].astype(np.float64),

@@ -140,7 +140,8 @@ def main() -> None:
                   f"(incl. memmap page cache) | {row['wall_s']:.1f} s")
     if len(rows) >= 2:
         a, b = rows[0], rows[-1]
-        print(f"{b['n_images'] / a['n_images']:.0f}x the images: RssAnon peak x{b['anon_peak_mb'] / a['anon_peak_mb']:.2f}, "
+        print(f"{b['n_images'] / a['n_images']:.0f}x the images: "
+              f"RssAnon peak x{b['anon_peak_mb'] / a['anon_peak_mb']:.2f}, "
               f"tracemalloc peak x{b['tracemalloc_peak_mb'] / a['tracemalloc_peak_mb']:.2f}")
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
 
-from feature_complexity.activations import Activations, extract_activations
+from feature_complexity.activations import extract_activations
 from feature_complexity.models.hooks import capture
 
 

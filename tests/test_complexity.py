@@ -20,6 +20,7 @@ import pytest
 import torch
 
 import feature_complexity as fc
+import feature_complexity.complexity as engine
 from feature_complexity.complexity import (
     DEFAULT_ALPHAS,
     ComplexityResult,
@@ -28,7 +29,6 @@ from feature_complexity.complexity import (
     complexity,
     fold_assignment,
 )
-import feature_complexity.complexity as engine
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -259,6 +259,10 @@ def test_large_offsets_do_not_cancel():
     ref = complexity(layers, Z)
     res = complexity([X + 1e6 for X in layers], Z + 1e4)
     np.testing.assert_allclose(res.per_layer, ref.per_layer, atol=1e-8)
+    # a target whose mean dwarfs its spread is shifted (its zeros are not worth the digits):
+    # unshifted, sum z^2 - n mean^2 at 1e6 would keep about 4 of float64's 16 digits
+    far = complexity(layers, Z + 1e6)
+    np.testing.assert_allclose(far.per_layer, ref.per_layer, atol=1e-7)
 
 
 # ---------------------------------------------------------------------- streaming, determinism
@@ -778,3 +782,16 @@ def test_wide_layer_default_blocks_and_lapack_path_match_previous_algorithm():
     ref_iv, ref_alpha = reference_iv([X], Z, fold_assignment(n, 5, 0))
     np.testing.assert_allclose(res.per_layer, ref_iv, atol=1e-10, rtol=0)
     np.testing.assert_array_equal(res.alpha, ref_alpha)
+
+
+def test_constant_target_is_found_exactly_even_without_a_shift():
+    """With the shift forced to 0, a constant 3.7 leaves a rounding-level null error; the exact
+    comparison with the reference row still calls it constant (I_V = 0, alpha = nan)."""
+    layers, Z = random_problem(24)
+    Zc = np.column_stack([Z[:, :2], np.full(len(Z), 3.7), np.zeros(len(Z))])
+    st = RidgeProbeStats(7, 4, 5, shift_z=np.zeros(4))
+    st.update(layers[0], Zc, fold_assignment(len(Z), 5, 0))
+    np.testing.assert_array_equal(st.constant_targets(), [False, False, True, True])
+    with pytest.warns(RuntimeWarning, match="2 of 4 feature"):
+        iv, alpha = st.v_information()
+    assert iv[2] == iv[3] == 0 and np.isnan(alpha[2:]).all() and iv[0] > 0.5

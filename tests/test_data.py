@@ -274,7 +274,7 @@ def _write_folder(root: Path, sizes: dict[str, tuple[int, int]] | None = None) -
 
     sizes = sizes or {"b_cls": (32, 32), "a_cls": (32, 32)}
     rng = np.random.default_rng(0)
-    for k, (cls, (w, h)) in enumerate(sorted(sizes.items())):
+    for cls, (w, h) in sorted(sizes.items()):
         (root / cls).mkdir(parents=True, exist_ok=True)
         for j in range(3):
             arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)

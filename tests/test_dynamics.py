@@ -101,18 +101,19 @@ def test_spearman_matches_scipy_and_handles_constants():
 
 
 def test_bad_input(tmp_path: Path):
-    from feature_complexity.analyses.dynamics import DynamicsConfig, run_dynamics
+    from feature_complexity.analyses.dynamics import dynamics_stages
+    from feature_complexity.config import RunConfig
 
-    with pytest.raises(ValueError, match="rank_by"):
-        DynamicsConfig(rank_by="relative").validate()
-    with pytest.raises(ValueError, match="top_fraction"):
-        DynamicsConfig(top_fraction=0).validate()
+    with pytest.raises(ValueError, match="--rank-by"):
+        RunConfig(rank_by="relative").validate()
+    with pytest.raises(ValueError, match="--top-fraction"):
+        RunConfig(top_fraction=0).validate()
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        run_dynamics(tmp_path / "nowhere", "small-resnet", [], tmp_path / "out")
+        dynamics_stages(tmp_path / "nowhere", "small-resnet")
     torch = pytest.importorskip("torch")
     torch.save({"state_dict": {}, "step": 0}, tmp_path / "only.pt")
     with pytest.raises(ValueError, match="at least 2 checkpoints"):
-        run_dynamics(tmp_path, "small-resnet", [], tmp_path / "out")
+        dynamics_stages(tmp_path, "small-resnet")
 
 
 def test_figures_are_figures_with_the_correlations():
@@ -137,84 +138,67 @@ def test_figures_are_figures_with_the_correlations():
 
 
 # ------------------------------------------------------------------------------ end to end
+def _small_run_config(**kw):
+    from feature_complexity.config import RunConfig
+
+    return RunConfig(**{"n_atoms_per_class": 2, "n_folds": 3, "batch_size": 160, "robustness_images": 0,
+                        "evidence_features": 0, "ci_groups": 0, **kw})
+
+
 @pytest.mark.slow
 def test_end_to_end_on_generated_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """CLI train on the generated dataset, then the dynamics analysis: every output and figure,
-    and a rerun that reads every checkpoint from the cache."""
+    """CLI train on the generated dataset, then the dynamics command: every output, A joined to
+    the final features by id, and a rerun that recomputes no checkpoint."""
     pytest.importorskip("torch")
     import pandas as pd
 
-    from feature_complexity.analyses.dynamics import DynamicsConfig, run_dynamics
     from feature_complexity.cli import main
-    from feature_complexity.data import trifeature
 
     train_dir = tmp_path / "train"
-    rc = main(["train", "--model", "small-resnet", "--data", "trifeature", "--limit", "480",
-               "--epochs", "2", "--batch-size", "32", "--lr", "0.05", "--early-fractions", "0,0.5",
-               "--out", str(train_dir), "--quiet"])
-    assert rc == 0
-    ckpts = sorted((train_dir / "checkpoints").glob("*.pt"))
+    assert main(["train", "--model", "small-resnet", "--data", "trifeature", "--limit", "480", "--epochs", "2",
+                 "--batch-size", "32", "--lr", "0.05", "--early-fractions", "0,0.5", "--out", str(train_dir),
+                 "--quiet"]) == 0
+    ckpts = sorted((train_dir / "training" / "checkpoints").glob("*.pt"))
     assert [p.name for p in ckpts] == ["step_0000000.pt", "step_0000008.pt", "step_0000015.pt", "step_0000030.pt"]
-
-    from feature_complexity.models.small_resnet import SMALL_MEAN, SMALL_STD
-
-    # the CLI's probe for `--data trifeature --limit 320` (seed 1, the model's normalisation)
-    probe = trifeature(320, seed=1, mean=SMALL_MEAN, std=SMALL_STD)
     out = tmp_path / "dyn"
-    cfg = DynamicsConfig(n_atoms_per_class=2, n_folds=3, batch_size=160)
-    res = run_dynamics(train_dir / "checkpoints", None, probe, out, cfg, progress=False)
-
-    for name in ("dynamics.json", "dynamics_checkpoints.parquet", "dynamics_features.parquet",
-                 "figures/mean_complexity.png", "figures/temporal_decoding.png",
-                 "figures/complexity_importance_training.png"):
+    argv = ["dynamics", "--checkpoints", str(train_dir), "--data", "trifeature", "--limit", "320", "--data-seed",
+            "1", "--atoms-per-class", "2", "--folds", "3", "--ci-groups", "0", "--robustness-images", "0",
+            "--evidence-features", "0", "--no-report", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    for name in ("dynamics.json", "dynamics/checkpoints.parquet", "dynamics/features.parquet",
+                 "figures/dynamics_mean_complexity.png", "figures/dynamics_temporal_decoding.png",
+                 "figures/dynamics_complexity_importance.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
-    assert len(list((out / "dynamics_cache").glob("*.npz"))) == 4
-
-    ck = pd.read_parquet(out / "dynamics_checkpoints.parquet")
-    assert list(ck["step"]) == [0, 8, 15, 30]
-    np.testing.assert_allclose(ck["epoch"], [0, 8 / 15, 1, 2])
+    ck = pd.read_parquet(out / "dynamics" / "checkpoints.parquet")
+    np.testing.assert_allclose(ck["time"], [0, 8 / 15, 1, 2])
     assert ck["mean_complexity"].between(0, 1).all() and (ck["n_top"] == 5).all()
     assert ck["accuracy"].iloc[-1] > ck["accuracy"].iloc[0]  # the model learned something
+    iv = np.load(out / "dynamics" / "iv.npy")
+    feats = pd.read_parquet(out / "features.parquet")
+    np.testing.assert_allclose(feats["A"], 1 - iv.mean(axis=0))  # A of the run's own features, by id
+    np.testing.assert_allclose(ck["mean_complexity"].iloc[-1], feats["complexity"].mean())  # final = the run
+    summary = json.loads((out / "dynamics.json").read_text())["summary"]
+    assert summary["spearman_A_K"] == pytest.approx(spearman(feats["A"], feats["complexity"]))
 
-    feat = pd.read_parquet(out / "dynamics_features.parquet")
-    k = 2 * len(probe.classes)
-    assert len(feat) == k
-    iv_cols = [c for c in feat.columns if c.startswith("iv_")]
-    assert iv_cols == [f"iv_step_{s:07d}" for s in (0, 8, 15, 30)]
-    np.testing.assert_allclose(feat["A"], 1 - feat[iv_cols].mean(axis=1))
-    assert {"feature", "class", "complexity", "importance", "first_decodable_epoch"} <= set(feat.columns)
-    assert feat[iv_cols].stack().between(0, 1).all()
-    # the best final features are decodable from the final model's own penultimate layer
-    assert feat["iv_step_0000030"].max() > 0.5
-
-    summary = json.loads((out / "dynamics.json").read_text())
-    assert summary["summary"]["n_checkpoints"] == 4 and "torch" in summary["versions"]
-    assert summary["summary"]["spearman_A_K"] == pytest.approx(spearman(feat["A"], feat["complexity"]))
-    assert summary["config"]["n_atoms_per_class"] == 2
-
-    # rerun through the CLI: every checkpoint comes from the cache, no forward pass
     def no_pass(*a, **kw):
-        raise AssertionError("a cached checkpoint was recomputed")
+        raise AssertionError("a finished checkpoint was recomputed")
 
     monkeypatch.setattr("feature_complexity.activations.extract_activations", no_pass)
-    (out / "dynamics_features.parquet").unlink()
-    rc = main(["dynamics", "--checkpoints", str(train_dir / "checkpoints"), "--data", "trifeature",
-               "--limit", "320", "--atoms-per-class", "2", "--folds", "3", "--out", str(out), "--quiet"])
-    assert rc == 0
-    pd.testing.assert_frame_equal(pd.read_parquet(out / "dynamics_features.parquet"), feat)
+    assert main(argv) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "features.parquet"), feats)
 
 
-def test_cache_is_not_reused_for_a_different_checkpoint_file(tmp_path: Path):
-    """Checkpoints whose names collide are cached by position (``ckpt_001``); replacing the
-    middle file, with the same final checkpoint, must recompute that position rather than
-    reuse the cached result of the file it replaced (compare with a fresh run)."""
+def test_a_replaced_checkpoint_file_is_rescored(tmp_path: Path):
+    """Checkpoints whose names collide are named by position (``ckpt_001``); replacing the middle
+    file must rescore that position (its fingerprint is in the key), giving the fresh result."""
     torch = pytest.importorskip("torch")
-    import pandas as pd
 
-    from feature_complexity.analyses.dynamics import DynamicsConfig, run_dynamics
+    from feature_complexity.analyses.dynamics import dynamics_stages
     from feature_complexity.data import trifeature
-    from feature_complexity.models.small_resnet import SMALL_MEAN, SMALL_STD, SmallResNet, small_spec
-    from feature_complexity.train import CheckpointInfo
+    from feature_complexity.models.small_resnet import SmallResNet, small_spec
+    from feature_complexity.pipeline import run_analysis
+    from feature_complexity.stages import StaleRunError
+    from feature_complexity.train import CheckpointInfo, load_weights
 
     def build():
         return small_spec(SmallResNet(widths=(8, 16), blocks_per_stage=1, num_classes=8))
@@ -232,14 +216,24 @@ def test_cache_is_not_reused_for_a_different_checkpoint_file(tmp_path: Path):
 
     a, b, c = save(tmp_path / "a" / "w.pt", 1), save(tmp_path / "b" / "w.pt", 2), save(tmp_path / "c" / "w.pt", 3)
     final = save(tmp_path / "final.pt", 4)
-    first = [CheckpointInfo(a, 0.0, None), CheckpointInfo(b, 1.0, None), CheckpointInfo(final, 2.0, None)]
-    second = [CheckpointInfo(a, 0.0, None), CheckpointInfo(c, 1.0, None), CheckpointInfo(final, 2.0, None)]
-    probe = trifeature(96, seed=1, mean=SMALL_MEAN, std=SMALL_STD)
-    cfg = DynamicsConfig(n_atoms_per_class=1, n_folds=3, batch_size=96, min_top=2)
+    probe = trifeature(96, seed=1)
+    spec = build()
+    load_weights(spec, final)
 
-    out = tmp_path / "dyn"
-    run_dynamics(first, build, probe, out, cfg, progress=False)
-    reused = run_dynamics(second, build, probe, out, cfg, progress=False)
-    fresh = run_dynamics(second, build, probe, tmp_path / "fresh", cfg, progress=False)
-    pd.testing.assert_frame_equal(reused.features, fresh.features)
-    np.testing.assert_allclose(reused.checkpoints["mean_complexity"], fresh.checkpoints["mean_complexity"])
+    def run(middle: Path, out: Path, overwrite: bool = False):
+        infos = [CheckpointInfo(a, 0.0, None), CheckpointInfo(middle, 1.0, None), CheckpointInfo(final, 2.0, None)]
+        stages, prints = dynamics_stages(infos, build)
+        return run_analysis(spec, probe, out, _small_run_config(n_atoms_per_class=1, batch_size=96, min_top=2),
+                            extra_stages=stages, extra_fingerprints=prints, report=False, overwrite=overwrite,
+                            progress=False)
+
+    run(b, tmp_path / "dyn")
+    with pytest.raises(StaleRunError, match="checkpoint/ckpt_001"):
+        run(c, tmp_path / "dyn")
+    replaced = run(c, tmp_path / "dyn", overwrite=True)
+    assert replaced.status["checkpoint/ckpt_001"]["status"] == "computed"
+    assert replaced.status["checkpoint/ckpt_000"]["status"] == "reused"
+    fresh = run(c, tmp_path / "fresh")
+    np.testing.assert_allclose(replaced["dynamics"].checkpoints["mean_complexity"],
+                               fresh["dynamics"].checkpoints["mean_complexity"])
+    np.testing.assert_allclose(replaced.features["A"], fresh.features["A"])

@@ -14,11 +14,9 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from scipy.optimize import nnls as scipy_nnls
 
 from feature_complexity.features import Dictionary, fidelity, fit_dictionary
 from feature_complexity.features.nmf import NMFLearner
-
 
 # --------------------------------------------------------------------------------------------
 # helpers

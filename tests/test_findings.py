@@ -12,7 +12,12 @@ from scipy import stats
 
 from feature_complexity.analyses import findings as fd
 from feature_complexity.analyses.findings import (
-    CLAIMS, CheckpointColumns, FeatureColumns, findings, percentile_interval, verdict,
+    CLAIMS,
+    CheckpointColumns,
+    FeatureColumns,
+    findings,
+    percentile_interval,
+    verdict,
 )
 
 CLAIM_IDS = ["spectrum", "k_vs_importance", "k_vs_abs_importance", "skip_share_vs_k",
@@ -382,9 +387,8 @@ def test_forest_plot(run_findings):
     import matplotlib
 
     matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
     import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     rows = [json.loads(json.dumps(run_findings[c].to_dict())) for c in CLAIM_IDS]  # as read back
     fig = fd.plot_findings(rows, title="findings")

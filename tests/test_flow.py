@@ -115,7 +115,7 @@ def test_teleport_depth_matches_brute_force() -> None:
     iv_skip = iv_out * rng.uniform(0.6, 1.2, size=(7, 200))
     got = teleport_depth(iv_skip, iv_out, threshold=0.9, eps=1e-3)
     for j in range(200):
-        ok = [(iv_out[l, j] < 1e-3) or (iv_skip[l, j] >= 0.9 * iv_out[l, j]) for l in range(7)]
+        ok = [(iv_out[b, j] < 1e-3) or (iv_skip[b, j] >= 0.9 * iv_out[b, j]) for b in range(7)]
         want = 7
         for b in range(7):
             if all(ok[b:]):
@@ -135,13 +135,13 @@ def _planted(n: int = 600, n_blocks: int = 5, width: int = 6, seed: int = 0):
     z = rng.normal(size=(n, 2))
     prev = 0.3 * rng.normal(size=(n, width))  # stem output
     layers, skip, main = {}, {}, {}
-    for l in range(n_blocks):
+    for b in range(n_blocks):
         m = 0.3 * rng.normal(size=(n, width))
-        if l == 1:
+        if b == 1:
             m[:, 0] += z[:, 0]
-        if l == n_blocks - 1:
+        if b == n_blocks - 1:
             m[:, 1] += z[:, 1]
-        name = f"block{l}"
+        name = f"block{b}"
         skip[name], main[name] = prev, m
         layers[name] = prev + m
         prev = layers[name]
@@ -151,7 +151,7 @@ def _planted(n: int = 600, n_blocks: int = 5, width: int = 6, seed: int = 0):
 def test_planted_teleport_depth_and_cka() -> None:
     layers, skip, main, z = _planted()
     res = flow_scores(layers, skip, main, z, measure="both", n_folds=5, seed=0)
-    assert res.blocks == [f"block{l}" for l in range(5)]
+    assert res.blocks == [f"block{b}" for b in range(5)]
     assert res.iv_skip.shape == res.cka_main.shape == (5, 2)
     np.testing.assert_array_equal(res.teleport_depth, [2, 5])
     # the skip path carries z0 from block 2 on, the main branches do not

@@ -236,10 +236,14 @@ def test_planted_codes_on_atoms_with_disjoint_supports(gram: str, monkeypatch: p
     assert info["max_relative_kkt"] < 1e-12
 
 
-def test_planted_tiny_codes_below_float32_noise_are_recovered() -> None:
+@pytest.mark.parametrize("gram", ["full", "blocks"])
+def test_planted_tiny_codes_below_float32_noise_are_recovered(gram: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # Atoms with disjoint supports, each image = 40 atoms of weight ~1 plus 5 of weight 1e-9:
-    # those 5 lower the residual by ~1e-18 relative, below what the float32 screen can see
-    # (~1e-6) but far above float64 noise; only the float64 check can bring them in.
+    # those 5 lower the residual by ~1e-18 relative, below what the float32 screen of the
+    # blocks route can see (~1e-6) but far above float64 noise; only the float64 check (or the
+    # float64 gradient from the full Gram matrix) can bring them in.
+    if gram == "blocks":
+        monkeypatch.setattr(nnls_module, "_GRAM_WIDTH", 0)
     rng = np.random.default_rng(41)
     k, n = 120, 10
     D = np.zeros((k, 2 * k))

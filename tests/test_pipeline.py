@@ -14,10 +14,14 @@ from feature_complexity.pipeline import RunConfig, run_analysis, score_in_memory
 from feature_complexity.stages import StaleRunError
 
 CORE = ["activations", "dictionary", "codes", "fidelity", "complexity", "importance"]
+# the paper's appendix analyses: each reads the features' K, so a new K recomputes them
+APPENDIX = ["locality", "redundancy", "robustness", "support", "hierarchy"]
 
 
 def _config(**kw) -> RunConfig:
-    return RunConfig(**{"n_atoms_per_class": 3, "n_folds": 3, "batch_size": 16, **kw})
+    # every stage runs, the noise-robustness one on a few images and draws (seconds, not minutes)
+    return RunConfig(**{"n_atoms_per_class": 3, "n_folds": 3, "batch_size": 16, "robustness_images": 8,
+                        "robustness_draws": 4, **kw})
 
 
 def _run(spec, images, out, **kw):
@@ -57,11 +61,19 @@ def test_rerun_reuses_every_stage_and_gives_the_same_numbers(tiny_spec, tiny_ima
     pd.testing.assert_frame_equal(a.features, c.features)
 
 
-@pytest.mark.parametrize("stage", [*CORE, "flow", "metafeatures", "evidence", "features"])
+@pytest.fixture(scope="module")
+def clean_table(tmp_path_factory) -> bytes:
+    """``features.parquet`` of an uninterrupted run (made once for the module)."""
+    from conftest import TinyImages, make_tiny_spec
+
+    clean = tmp_path_factory.mktemp("clean") / "run"
+    _run(make_tiny_spec(), TinyImages(), clean)
+    return (clean / "features.parquet").read_bytes()
+
+
+@pytest.mark.parametrize("stage", [*CORE, "flow", "metafeatures", "evidence", *APPENDIX, "features"])
 def test_interrupted_at_any_stage_resumes_to_a_byte_identical_table(tiny_spec, tiny_images, tmp_path, monkeypatch,
-                                                                     stage):
-    clean = tmp_path / "clean"
-    _run(tiny_spec, tiny_images, clean)
+                                                                     stage, clean_table):
     real = stages_module._compute
 
     def interrupt(s, ctx, material):
@@ -75,14 +87,14 @@ def test_interrupted_at_any_stage_resumes_to_a_byte_identical_table(tiny_spec, t
     monkeypatch.undo()
     resumed = _run(tiny_spec, tiny_images, tmp_path / "cut")
     assert resumed.status[stage]["status"] == "computed"
-    assert (tmp_path / "cut" / "features.parquet").read_bytes() == (clean / "features.parquet").read_bytes()
+    assert (tmp_path / "cut" / "features.parquet").read_bytes() == clean_table
 
 
 @pytest.mark.parametrize("change, recomputed", [
     ({"teleport_threshold": 0.5}, {"flow", "features"}),
-    ({"n_folds": 4}, {"complexity", "flow", "metafeatures", "evidence", "features", "importance"}),
+    ({"n_folds": 4}, {"complexity", "flow", "metafeatures", "evidence", "features", "importance", *APPENDIX}),
     ({"n_atoms_per_class": 2}, {"dictionary", "codes", "fidelity", "complexity", "importance", "flow",
-                                "metafeatures", "evidence", "features"}),
+                                "metafeatures", "evidence", "features", *APPENDIX}),
 ])
 def test_a_changed_setting_recomputes_exactly_what_it_affects(tiny_spec, tiny_images, tmp_path, change, recomputed):
     _run(tiny_spec, tiny_images, tmp_path / "r")
@@ -101,7 +113,9 @@ def test_a_changed_execution_setting_is_accepted(tiny_spec, tiny_images, tmp_pat
 
 def test_other_images_are_refused(tiny_spec, tiny_images, tmp_path):
     _run(tiny_spec, tiny_images, tmp_path / "r")
-    tiny_images.images[3] += 1.0  # same count, other pixels
+    # same count, other pixels in an item the fingerprint samples (any dataset without files is
+    # fingerprinted by its length and a hash of 16 items spread over it: item 0 is one of them)
+    tiny_images.images[0] += 1.0
     with pytest.raises(StaleRunError, match="the probe input"):
         _run(tiny_spec, tiny_images, tmp_path / "r")
 

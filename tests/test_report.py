@@ -13,7 +13,6 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -209,7 +208,6 @@ def tiny_run(tmp_path_factory) -> Path:
     """The tiny model analysed end to end with the report (12 features; few images for the appendix
     analyses: this is about the report, not their numbers)."""
     from conftest import TinyImages, make_tiny_spec
-
     from feature_complexity.pipeline import RunConfig, run_analysis
 
     out = tmp_path_factory.mktemp("tiny") / "run"
@@ -276,8 +274,8 @@ def test_rerender_never_recomputes_a_stage_it_cannot_rebuild(tiny_run, tmp_path)
 @pytest.mark.slow
 def test_rebuilt_inputs_must_be_the_runs_own(tiny_run):
     import torch
-    from conftest import TinyImages, make_tiny_spec
 
+    from conftest import TinyImages, make_tiny_spec
     from feature_complexity.cli.report_cmd import _check_reproduces
     from feature_complexity.report.rerun import check_inputs_match
 

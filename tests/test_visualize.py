@@ -9,8 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from feature_complexity.models.spec import ModelSpec  # noqa: E402
-from feature_complexity.report.visualize import (  # noqa: E402
+from feature_complexity.analyses.visualize import (  # noqa: E402
     average_spectrum,
     color_correlation,
     decoder_figure,
@@ -18,6 +17,7 @@ from feature_complexity.report.visualize import (  # noqa: E402
     visualize_decoder,
     visualize_feature,
 )
+from feature_complexity.models.spec import ModelSpec  # noqa: E402
 
 SIZE = 16
 MEAN, STD = (0.5, 0.4, 0.45), (0.25, 0.2, 0.22)
@@ -117,7 +117,8 @@ def test_visualisation_excites_the_direction_reproducibly(spec, probe_images, mo
     assert z > 10 and act > float(probe_act.max()), (z, act, float(probe_act.max()))
     # same seed -> same image; another seed -> another image (short runs suffice for that)
     a = visualize_feature(spec, d.numpy(), spectrum=spectrum, color=color, steps=3, seed=7)
-    np.testing.assert_array_equal(a, visualize_feature(spec, d.numpy(), spectrum=spectrum, color=color, steps=3, seed=7))
+    again = visualize_feature(spec, d.numpy(), spectrum=spectrum, color=color, steps=3, seed=7)
+    np.testing.assert_array_equal(a, again)
     assert not np.array_equal(a, visualize_feature(spec, d.numpy(), spectrum=spectrum, color=color, steps=3, seed=8))
     # the caller's model is left as it was
     assert all(p.requires_grad for p in spec.module.parameters())
@@ -155,7 +156,7 @@ def test_decoder_visualisation_raises_the_probe_output(spec, probe_images):
 
 
 # ---------------------------------------------------------------------------- top images, heatmaps
-from feature_complexity.report.heatmaps import concept_heatmaps, overlay, top_images, top_images_all  # noqa: E402
+from feature_complexity.analyses.heatmaps import concept_heatmaps, overlay, top_images, top_images_all  # noqa: E402
 
 
 def test_top_images_against_sort():
@@ -271,7 +272,6 @@ def evidence_ctx(tmp_path_factory):
     from types import SimpleNamespace
 
     from conftest import TinyImages, make_tiny_spec
-
     from feature_complexity.activations import extract_activations
     from feature_complexity.config import RunConfig
     from feature_complexity.features.base import Dictionary
@@ -291,7 +291,7 @@ def evidence_ctx(tmp_path_factory):
     def make(out, **config):
         ctx = Context(config=RunConfig(**config), out=out, inputs={"spec": spec, "probe": probe},
                       results=dict(results), log=lambda m: None)
-        ctx.keys = {name: "k" for name in results} | {"evidence": repr(sorted(config.items()))}
+        ctx.keys = dict.fromkeys(results, "k") | {"evidence": repr(sorted(config.items()))}
         return ctx
 
     return make

@@ -20,6 +20,7 @@ chunks), and no process holds more than one batch in memory.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -106,7 +107,7 @@ class Activations:
         return cls._from_arrays(store.open("r"), layout["meta"])
 
     @classmethod
-    def _from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> "Activations":
+    def _from_arrays(cls, arrays: Mapping[str, np.ndarray], meta: dict[str, Any]) -> "Activations":
         return cls(layers={n: arrays[_name("layer", n)] for n in meta["layers"]},
                    penultimate=arrays["penultimate"], logits=arrays.get("logits"), labels=arrays["labels"],
                    skip={n: arrays[_name("skip", n)] for n in meta["branches"]},
@@ -197,6 +198,7 @@ def extract_activations(
             "weights": weights_digest(spec.module) if store is not None else None}
     widths = _first_forward(spec, dataset, device, capture_branches)
     if store is None:
+        arrays: Mapping[str, np.ndarray]
         arrays = {k: np.zeros((n_images, w) if w else (n_images,), dtype=t) for k, (w, t) in widths.items()}
         _pass(spec, dataset, arrays, [(0, n_images)], None, units, batch_size, device, num_workers, progress)
         return Activations._from_arrays(arrays, meta)
@@ -213,7 +215,7 @@ def extract_activations(
     return Activations.load(store)
 
 
-def _pass(spec: "ModelSpec", dataset: "Dataset", arrays: dict[str, np.ndarray], ranges: list[tuple[int, int]],
+def _pass(spec: "ModelSpec", dataset: "Dataset", arrays: Mapping[str, np.ndarray], ranges: list[tuple[int, int]],
           marks: tuple[RowStore, list[int]] | None, units: list[str], batch_size: int, device: str,
           num_workers: int, progress: bool) -> None:
     """Forward the images of ``ranges`` and write their rows; mark each chunk done as it ends."""

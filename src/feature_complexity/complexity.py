@@ -137,7 +137,7 @@ import types
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -169,7 +169,7 @@ _SOLVE_CHUNK = 2048
 #: ``X^T X`` is accumulated on blocks of its upper triangle of about this many columns.
 _SYM_BLOCK = 512
 
-ArrayLike = Union[np.ndarray, Sequence[Any]]
+ArrayLike = np.ndarray | Sequence[Any]
 Reduce = Callable[[list[torch.Tensor]], None]
 
 
@@ -213,10 +213,12 @@ class ComplexityResult:
         with_ci = self.score_lo is not None
         data: dict[str, np.ndarray] = {"complexity": self.score}
         if with_ci:
+            assert self.score_lo is not None and self.score_hi is not None  # the intervals are set together
             data["complexity_lo"], data["complexity_hi"] = self.score_lo, self.score_hi
         for li, (name, row) in enumerate(zip(self.layer_names, self.per_layer)):
             data[f"iv_{name}"] = row
             if with_ci:
+                assert self.per_layer_lo is not None and self.per_layer_hi is not None  # set with score_lo
                 data[f"iv_{name}_lo"] = self.per_layer_lo[li]
                 data[f"iv_{name}_hi"] = self.per_layer_hi[li]
         frame = pd.DataFrame(data)
@@ -458,7 +460,7 @@ class RidgeProbeStats:
             sparse_max_density = _SPARSE_MAX_DENSITY if self.device.type == "cpu" else 0.0
         self.sparse_max_density = float(sparse_max_density)
         p, k, C = self.n_features_in, self.n_targets, self.n_cells
-        opts = dict(device=self.device, dtype=dtype)
+        opts: dict[str, Any] = dict(device=self.device, dtype=dtype)
         self.count = torch.zeros(C, **opts)
         self.sum_x = torch.zeros(C, p, **opts)
         self.sum_z = torch.zeros(C, k, **opts)
@@ -638,6 +640,7 @@ class RidgeProbeStats:
         """
         if self.shift_x is None or self.n_images < 2:
             raise ValueError("decoder() needs at least 2 images; feed them with update() first")
+        assert self.shift_z is not None  # set with shift_x, at the latest by the first update() with rows
         k, p = self.n_targets, self.n_features_in
         alpha_arr = np.asarray(alpha, dtype=np.float64)
         if alpha_arr.ndim == 0:
@@ -790,6 +793,7 @@ def _test_side(st: RidgeProbeStats, fm: _FoldModel, cells: list[int]) -> _TestSi
     diag = torch.diagonal(M).clone()
     block = None
     if fm.members is not None:
+        assert fm.same is not None  # set together with members
         diag[fm.members] = 0.0
         block = torch.where(fm.same, M[fm.members][:, fm.members], 0.0)
     return _TestSide(cells, n, sx, sz, czz, M * fm.kernel, diag, block)
@@ -804,10 +808,12 @@ def _penalty_sweep(czz: torch.Tensor, Q: torch.Tensor, Cq: torch.Tensor, R: torc
     cluster blocks``.
     """
     D = fm.D
+    assert side.diag is not None  # only non-trivial folds are swept (_solve_chunk)
     lin = R.sub_(Cq).mul_(Q)  # in place: R is not needed afterwards
     out = czz[None, :] + 2.0 * (D @ lin.T) + (D * D) @ ((Q * Q) * side.diag).T
     if fm.members is not None:
         Qm, Dm = Q[:, fm.members], D[:, fm.members]
+        assert side.block is not None  # _test_side sets it whenever fm.members is set
         for t in range(D.shape[0]):  # exact pairs within clusters, a small block per penalty
             Y = Qm * Dm[t]
             out[t] += ((Y @ side.block) * Y).sum(1)
@@ -866,6 +872,7 @@ def _solve_chunk(st: RidgeProbeStats, tot: dict[str, torch.Tensor], fm: _FoldMod
         Cq = zx_s @ fm.V
         Cq.addr_(side.sz[J] - side.n * mu_z, mu_x_v, alpha=-1.0)
         Cq.addr_(mu_z, side.sx @ fm.V, alpha=-1.0)
+        assert side.G is not None  # a non-trivial fold
         R = Q @ side.G.T
         out = _penalty_sweep(side.czz[J], Q, Cq, R, side, fm)
         (fold_sse if slot is None else sse[slot])[:, J] = out
@@ -1129,6 +1136,7 @@ def _setup(layers: Any, values: Any, *, n_folds: int, alphas: Sequence[float], s
 
 def _row_chunks(run: _Run) -> Iterator[tuple[slice | np.ndarray, np.ndarray]]:
     """``(rows to read, their cells)`` chunks of this process's images, in index order."""
+    spec: slice | np.ndarray
     if run.rows is None:
         for start in range(0, run.n, run.batch_size):
             spec = slice(start, min(start + run.batch_size, run.n))
@@ -1155,6 +1163,7 @@ def _accumulate_pass(run: _Run, group: list[int], J: slice, checked: set[tuple[s
         if check_z:  # the values are the same in every pass: check them in the first only
             _check_finite(zb, spec, "values", col_offset=J.start)
         zt = torch.from_numpy(np.ascontiguousarray(zb)).to(run.device)  # widened where needed
+        assert first.shift_z is not None and first.z_reference is not None  # given to the constructor
         chunk = _prepare_targets(zt, cells, run.n_cells, first.shift_z, first.z_reference,
                                  first.sparse_max_density)
         del zb, zt
@@ -1163,7 +1172,9 @@ def _accumulate_pass(run: _Run, group: list[int], J: slice, checked: set[tuple[s
             xb = _read_chunk(run.arrays[li], spec, f"layer '{name}'",
                              check=(name, li) not in checked)
             xs = torch.from_numpy(xb).to(run.device).index_select(0, chunk.order).to(torch.float64)
-            stats[li]._add(xs - stats[li].shift_x, chunk)
+            shift_x = stats[li].shift_x
+            assert shift_x is not None  # given to the constructor
+            stats[li]._add(xs - shift_x, chunk)
             del xb, xs  # else the previous chunk is still alive while the next one is read
             if bar is not None:
                 bar.update(len(cells))
@@ -1181,6 +1192,8 @@ def _score_layer(run: _Run, st: RidgeProbeStats, li: int, J: slice, out: _Output
     out.per_layer[li, J], out.alpha[li, J] = sel.iv, sel.alpha
     out.constant[J] |= sel.constant
     if with_ci:
+        assert sel.replicates is not None and run.confidence is not None  # replicates=with_ci
+        assert out.bounds is not None and out.k_reps is not None  # allocated when confidence is set
         half = _jackknife_halfwidth(sel.replicates, run.confidence)
         out.bounds[0, li, J] = np.clip(sel.raw - half, 0.0, 1.0)
         out.bounds[1, li, J] = np.clip(sel.raw + half, 0.0, 1.0)
@@ -1193,6 +1206,7 @@ def _result(run: _Run, out: _Outputs) -> ComplexityResult:
                            alpha=out.alpha, n_images=run.n, n_folds=run.n_folds)
     if run.confidence is not None:
         # K replicates with the same cells in every layer: the layers share their images
+        assert out.k_reps is not None and out.bounds is not None  # allocated when confidence is set
         k_reps = 1.0 - out.k_reps / len(run.names)
         half = _jackknife_halfwidth(k_reps, run.confidence)
         res.confidence, res.n_cells = run.confidence, run.n_cells

@@ -55,6 +55,9 @@ class RunConfig:
         superclasses: a class -> super-class table (a built-in name such as ``"cifar100"``,
             ``"imagenet"``, or a CSV path) for the purity of meta-features.
         evidence_features: features with precomputed evidence images (top images + heatmaps).
+        evidence_visualize: features (of the evidence ones) with a MACO-style feature visualisation
+            and the paper's Fig. 1B decoder visualisations (0: none; each costs an optimisation).
+        visualize_steps: optimisation steps per visualisation.
         n_top: top images per feature.
         report_mb: size budget of the self-contained ``report.html``.
         seed: one seed for NMF, folds, bootstrap and anything random.
@@ -92,6 +95,8 @@ class RunConfig:
     rank_by: str = "abs"
     decodable_threshold: float = 0.5
     evidence_features: int = 300
+    evidence_visualize: int = 0
+    visualize_steps: int = 64
     n_top: int = 6
     report_mb: float = 25.0
     seed: int = 0
@@ -134,6 +139,8 @@ class RunConfig:
         _at_least("--bootstrap", self.n_bootstrap, 0)
         _at_least("--evidence-features", self.evidence_features, 0)
         _at_least("--n-top", self.n_top, 1)
+        _at_least("--visualize", self.evidence_visualize, 0)
+        _at_least("--visualize-steps", self.visualize_steps, 1)
         _at_least("--robustness-images", self.robustness_images, 0)
         _at_least("--robustness-draws", self.robustness_draws, 2)
         if self.n_atoms is not None:

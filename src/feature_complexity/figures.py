@@ -6,17 +6,18 @@ serves the run folder, the HTML report and a notebook where the user restyles it
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["complexity_histogram", "decodability_curves", "complexity_vs_importance", "complexity_thirds"]
+__all__ = ["new_figure", "complexity_histogram", "decodability_curves", "complexity_vs_importance", "complexity_thirds"]
 
 
-def _new_figure(width: float = 5.0, height: float = 3.6) -> "Figure":
+def new_figure(width: float = 5.0, height: float = 3.6) -> "Figure":
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -28,12 +29,12 @@ def _new_figure(width: float = 5.0, height: float = 3.6) -> "Figure":
 def complexity_thirds(complexity: np.ndarray) -> list[np.ndarray]:
     """Indices of the simplest, middle and most complex thirds of the features, by ``K``."""
     order = np.argsort(np.asarray(complexity), kind="stable")
-    return [part for part in np.array_split(order, 3)]
+    return list(np.array_split(order, 3))
 
 
 def complexity_histogram(complexity: np.ndarray, *, bins: int = 30) -> "Figure":
     """Histogram of the complexity ``K`` of every feature, shape ``(k,)``."""
-    fig = _new_figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     ax.hist(np.asarray(complexity), bins=bins, range=(0, 1), color="#4C72B0", edgecolor="white")
     ax.set_xlabel("complexity K = 1 − mean_l I_V(f_l → z)")
@@ -54,7 +55,7 @@ def decodability_curves(
         layer_names: the ``n_layers`` probe-layer names, in forward order.
     """
     per_layer = np.asarray(per_layer)
-    fig = _new_figure(6.0, 3.8)
+    fig = new_figure(6.0, 3.8)
     ax = fig.add_subplot()
     depth = np.arange(1, per_layer.shape[0] + 1)
     labels = ("simplest third", "middle third", "most complex third")
@@ -88,7 +89,7 @@ def complexity_vs_importance(
     importance = np.asarray(importance, dtype=float)
     y = importance if signed else np.abs(importance)
     ok = np.isfinite(complexity) & np.isfinite(y)
-    fig = _new_figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     neg = importance < 0
     for mask, color, label in ((ok & ~neg, "#DD8452", "supports its class (Γ ≥ 0)"),
@@ -113,7 +114,7 @@ def factor_complexity_figure(factors: dict[str, dict]) -> "Figure":
         factors: ``{factor: {"complexity": float, "per_layer": [n_layers], "layer_names": [...],
             "kept": float (optional)}}``.
     """
-    fig = _new_figure(10.0, 4.2)
+    fig = new_figure(10.0, 4.2)
     ax, ax2 = fig.subplots(1, 2)
     names = list(factors)
     x = np.arange(len(names))

@@ -50,6 +50,7 @@ def files_fingerprint(paths: list[str], root: str | Path | None = None) -> str:
         st = os.stat(p)
         rel = os.path.relpath(p, root) if root is not None else p
         h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    picks: np.ndarray | list[int]
     picks = np.unique(np.linspace(0, len(paths) - 1, min(SAMPLE_FILES, len(paths))).astype(int)) if paths else []
     for i in picks:
         h.update(_file_hash(paths[int(i)]).encode())
@@ -62,7 +63,7 @@ def array_fingerprint(*arrays: np.ndarray) -> str:
     for a in arrays:
         a = np.ascontiguousarray(a)
         h.update(f"{a.shape}{a.dtype}".encode())
-        h.update(memoryview(a).cast("B"))
+        h.update(memoryview(a).cast("B"))  # type: ignore[arg-type]  # numpy stubs: ndarray is a Buffer only on py>=3.12
     return h.hexdigest()[:20]
 
 

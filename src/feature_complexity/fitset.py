@@ -20,6 +20,7 @@ where known, else the model's prediction, as ``class_source`` says).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -152,7 +153,7 @@ def _gather(ctx: "Context") -> FitSamples:
     return FitSamples(opened["A"], opened["classes"])
 
 
-def _allocate(store: RowStore | None, rows: int, d: int, keep: int, ctx: "Context") -> dict[str, np.ndarray]:
+def _allocate(store: RowStore | None, rows: int, d: int, keep: int, ctx: "Context") -> Mapping[str, np.ndarray]:
     if store is None:
         return {"A": np.zeros((rows, d), np.float32), "classes": np.zeros(rows, np.int64)}
     if ctx.comm.is_main:
@@ -162,13 +163,14 @@ def _allocate(store: RowStore | None, rows: int, d: int, keep: int, ctx: "Contex
     return store.open("r+")
 
 
-def _gather_chunk(spec: "ModelSpec", fit: Any, part: np.ndarray, first: int, keep: int, arrays: dict[str, Any],
+def _gather_chunk(spec: "ModelSpec", fit: Any, part: np.ndarray, first: int, keep: int, arrays: Mapping[str, Any],
                   cfg: Any, seed: np.random.SeedSequence) -> None:
     """Forward the images ``part`` (positions ``first…`` of the chosen list) and write their samples."""
     import torch
 
     from .activations import resolve_classes
 
+    samples: torch.Tensor | np.ndarray
     for s in range(0, len(part), cfg.batch_size):
         idx = part[s:s + cfg.batch_size]
         batch = [fit[int(i)] for i in idx]
@@ -178,7 +180,7 @@ def _gather_chunk(spec: "ModelSpec", fit: Any, part: np.ndarray, first: int, kee
         classes = resolve_classes(labels, logits.float().cpu().numpy(), cfg.class_source)
         samples = samples.float().cpu().numpy()
         if keep < samples.shape[1]:  # the same random positions whoever processes the image
-            pick = [np.random.default_rng([*seed.entropy_as_list(), int(i)])
+            pick = [np.random.default_rng([int(seed.entropy), int(i)])
                     .choice(samples.shape[1], keep, replace=False) for i in idx]
             samples = np.stack([samples[j, p] for j, p in enumerate(pick)])
         start = (first + s) * keep

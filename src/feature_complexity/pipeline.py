@@ -29,12 +29,13 @@ if TYPE_CHECKING:
 
     from .activations import Activations
     from .complexity import ComplexityResult
+    from .data import ImageSource
     from .distributed import Comm
     from .features.base import Dictionary
     from .models.spec import ModelSpec
 
 __all__ = ["RunConfig", "RunResult", "Scores", "run_stages_of", "run_analysis", "score_in_memory",
-           "build_stages", "features_frame"]
+           "build_stages", "folder_stages", "run_folder", "open_run", "features_frame"]
 
 
 # ---------------------------------------------------------------------------------- the table
@@ -79,7 +80,7 @@ def build_stages(*, report: bool = True, extra: Sequence[Stage] = ()) -> list[St
     stages.append(_features_stage(stages))
     if report:
         from .analyses.findings import findings_stage
-        from .report import report_stage
+        from .report.stage import report_stage
 
         stages.append(findings_stage(stages))
         stages.append(report_stage(stages))
@@ -162,11 +163,11 @@ def _closure(stages: Sequence[Stage], targets: Sequence[str]) -> list[Stage]:
 
 def run_analysis(
     spec: "ModelSpec",
-    dataset: "Dataset",
+    dataset: "Dataset | ImageSource",
     out_dir: str | Path | None,
     config: RunConfig | None = None,
     *,
-    fit_dataset: "Dataset | None" = None,
+    fit_dataset: "Dataset | ImageSource | None" = None,
     model_info: dict[str, Any] | None = None,
     data_info: dict[str, Any] | None = None,
     extra_stages: Sequence[Stage] = (),
@@ -283,6 +284,19 @@ def open_run(run_dir: str | Path) -> tuple[RunConfig, dict[str, str], dict[str, 
     return config, dict(manifest.get("fingerprints", {})), manifest
 
 
+def folder_stages(manifest: dict[str, Any], *, report: bool = True) -> list[Stage]:
+    """The stage list of a finished run, its extra stages included: the dynamics stages are
+    rebuilt from the checkpoints the manifest records (``dynamics_checkpoints``), so that a rerun
+    on the folder sees the same stages (and keys) as the command that made it."""
+    recorded = manifest.get("dynamics_checkpoints")
+    extra: list[Stage] = []
+    if recorded and all(Path(p).is_file() for p in recorded["paths"]):
+        from .analyses.dynamics import dynamics_stages
+
+        extra, _ = dynamics_stages(recorded["paths"], recorded.get("model"), trust=bool(recorded.get("trust")))
+    return build_stages(report=report, extra=extra)
+
+
 def run_folder(run_dir: str | Path, targets: Sequence[str], *, changes: dict[str, Any] | None = None,
                inputs: dict[str, Any] | None = None, progress: bool = True) -> RunResult:
     """Compute ``targets`` of a finished run folder from what it holds (no model needed unless a
@@ -297,7 +311,7 @@ def run_folder(run_dir: str | Path, targets: Sequence[str], *, changes: dict[str
     ctx = Context(config=config, out=Path(run_dir), fingerprints=prints, overwrite=True, progress=progress,
                   inputs={"class_names": class_names, **(inputs or {})}, log=_log if progress else lambda m: None)
     # re-render the report too when the folder has one (it shows what the targets change)
-    stages = build_stages(report="report" in targets or (Path(run_dir) / "report.html").exists())
+    stages = folder_stages(manifest, report="report" in targets or (Path(run_dir) / "report.html").exists())
     if "report" in {s.name for s in stages} and "report" not in targets:
         targets = [*targets, "report"]
     wanted = {s.name for s in _closure(stages, targets)}

@@ -373,9 +373,9 @@ def _plan(stages: Sequence[Stage], ctx: Context, keys: dict[str, str],
         if ctx.out is not None and stage.save is not None:
             record = _read_record(ctx.out, stage.name)
             done = record is not None and all((ctx.out / o).exists() for o in stage.outputs)
-            if done and record["key"] == keys[stage.name]:
+            if done and record is not None and record["key"] == keys[stage.name]:
                 reuse = True
-            elif done:
+            elif done and record is not None:
                 stale.append((stage.name, _explain(record.get("material", {}), materials[stage.name])))
         plan.append((stage.name, reuse))
     if stale and not ctx.overwrite:

@@ -29,7 +29,7 @@ import os
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -167,7 +167,7 @@ class RowStore:
         (self.folder / "done" / f"{i:06d}").touch()
 
     # ------------------------------------------------------------------ access
-    def open(self, mode: str = "r") -> dict[str, np.memmap]:
+    def open(self, mode: Literal["r", "r+", "w+", "c"] = "r") -> dict[str, np.memmap]:
         """Every array as a memory map ``(n_rows, width)`` (``mode="r+"`` to write)."""
         layout = self._require()
         n = layout["n_rows"]

@@ -32,9 +32,10 @@ import os
 import random
 import re
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -282,7 +283,7 @@ def train(
     ckpt_dir = out / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
 
-    n = len(train_set)
+    n = len(train_set)  # type: ignore[arg-type]  # torch stubs: Dataset has no __len__
     if n < config.batch_size:
         raise ValueError(
             f"the training set has {n} images, fewer than one batch of {config.batch_size}; "
@@ -316,7 +317,7 @@ def train(
         "config": run_config,
         "versions": package_versions(),
         "n_train": n,
-        "n_eval": None if eval_set is None else len(eval_set),
+        "n_eval": None if eval_set is None else len(eval_set),  # type: ignore[arg-type]  # torch stubs: no __len__
         "steps_per_epoch": steps_per_epoch,
         "total_steps": total_steps,
         "checkpoints": [],
@@ -440,7 +441,7 @@ def train(
     return [ckpt_dir / Path(c["file"]).name for c in meta["checkpoints"]]
 
 
-def _check_labels(dataset: Any, num_classes: int) -> None:
+def _check_labels(dataset: Any, num_classes: int | None) -> None:
     labels = getattr(dataset, "labels", None)
     if labels is None:
         return
@@ -618,11 +619,11 @@ def list_checkpoints(folder_or_files: str | os.PathLike | Iterable[str | os.Path
         records.append((f, epoch, step, _number_in_name(f)))
 
     if all(r[2] is not None for r in records):
-        source, keys = "step", [float(r[2]) for r in records]
+        source, keys = "step", [float(r[2]) for r in records if r[2] is not None]  # (all are)
     elif all(r[1] is not None for r in records):
-        source, keys = "epoch", [r[1] for r in records]
+        source, keys = "epoch", [r[1] for r in records if r[1] is not None]
     elif all(r[3] is not None for r in records):
-        source, keys = "file name", [r[3] for r in records]
+        source, keys = "file name", [r[3] for r in records if r[3] is not None]
     else:
         bad = [str(r[0]) for r in records if r[2] is None and r[1] is None and r[3] is None]
         raise ValueError(

@@ -27,6 +27,7 @@ functions return ``nan`` for it.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["linear_cka", "cka_with_features"]
 
@@ -81,7 +82,7 @@ def _debiased_hsic(xty: np.ndarray | float, rx: np.ndarray, ry: np.ndarray, n: i
     return xty - n / (n - 2.0) * (rx @ ry) + rx.sum() * ry.sum(axis=0) / ((n - 1.0) * (n - 2.0))
 
 
-def _safe_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+def _safe_ratio(num: ArrayLike, den: ArrayLike) -> np.ndarray:
     """``num / den``, ``nan`` where the denominator is not positive (a constant side, or a
     negative unbiased self-HSIC estimate, for which CKA is undefined)."""
     num = np.asarray(num, dtype=np.float64)

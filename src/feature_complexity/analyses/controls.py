@@ -72,7 +72,8 @@ def _compute(ctx: Any) -> ControlRun:
 
     spec = random_init_copy(ctx.inputs["spec"], control_seed(ctx.config.seed))
     out = None if ctx.out is None else ctx.out / _FOLDER
-    config = replace(ctx.config, controls=())  # a control has no control of its own
+    # a control has no control of its own, and no evidence images (nobody looks at them)
+    config = replace(ctx.config, controls=(), evidence_features=0)
     if ctx.comm.is_main:
         ctx.log("control: the same analysis at random initialisation -> " + str(out or "memory"))
     result = run_analysis(spec, ctx.inputs["probe"], out, config, fit_dataset=ctx.inputs.get("fit"), report=False,
@@ -98,7 +99,8 @@ def _stage() -> Any:
     return Stage("control/random-init", _compute, settings=("dictionary", "learner", "n_atoms_per_class", "n_atoms",
                  "class_source", "codes", "fit_samples", "fit_per_class", "n_folds", "alphas", "seed", "ci_groups",
                  "capture_branches", "teleport_threshold", "nnls_tol", "nmf_max_iter"),
-                 inputs=("probe", "fit_or_probe", "architecture"), applies=lambda ctx: "random-init" in ctx.config.controls,
+                 inputs=("probe", "fit_or_probe", "architecture"),
+                 applies=lambda ctx: "random-init" in ctx.config.controls,
                  save=lambda r, out: None, load=_load, outputs=(str(_FOLDER / "features.parquet"),), collective=True)
 
 

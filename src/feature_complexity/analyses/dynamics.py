@@ -25,11 +25,13 @@ checkpoints already scored; a replaced checkpoint file is rescored (its fingerpr
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -88,7 +90,7 @@ def temporal_decoding_score(iv: np.ndarray) -> np.ndarray:
     return 1.0 - iv.mean(axis=0)
 
 
-def first_decodable(iv: np.ndarray, times: Sequence[float], threshold: float = 0.5) -> np.ndarray:
+def first_decodable(iv: np.ndarray, times: ArrayLike, threshold: float = 0.5) -> np.ndarray:
     """Per feature, the training time of the first checkpoint with ``I_V >= threshold``.
 
     Args:
@@ -137,7 +139,8 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 def _resolve_checkpoints(checkpoints: Any, trust: bool = False) -> list["CheckpointInfo"]:
     from ..train import CheckpointInfo, list_checkpoints
 
-    if isinstance(checkpoints, (list, tuple)) and checkpoints and all(isinstance(c, CheckpointInfo) for c in checkpoints):
+    given = isinstance(checkpoints, (list, tuple)) and len(checkpoints) > 0
+    if given and all(isinstance(c, CheckpointInfo) for c in checkpoints):
         infos = list(checkpoints)
     else:
         infos = list_checkpoints(checkpoints, trust=trust)
@@ -156,9 +159,9 @@ def _checkpoint_names(infos: Sequence["CheckpointInfo"]) -> list[str]:
 def _training_times(infos: Sequence["CheckpointInfo"]) -> tuple[np.ndarray, str]:
     """Training time of each checkpoint: epochs when all record one, else steps, else order."""
     if all(c.epoch is not None for c in infos):
-        return np.array([float(c.epoch) for c in infos]), "epoch"
+        return np.array([float(c.epoch) for c in infos if c.epoch is not None]), "epoch"  # (all are)
     if all(c.step is not None for c in infos):
-        return np.array([float(c.step) for c in infos]), "step"
+        return np.array([float(c.step) for c in infos if c.step is not None]), "step"
     return np.arange(len(infos), dtype=np.float64), "checkpoint"
 
 
@@ -221,6 +224,7 @@ def _score_checkpoint(ctx: Any, path: Path, load_spec: Callable[[Path], "ModelSp
     scores = score_in_memory(acts, spec, replace(cfg, ci_groups=0), progress=False)
     iv = complexity({name: acts.penultimate}, ctx["codes"], n_folds=cfg.n_folds, seed=cfg.seed,
                     device=cfg.device).per_layer[0]
+    assert scores.importance is not None  # checkpoints have a head, as the final model (the analysis needs Γ)
     return _checkpoint_scores(scores.complexity.score, scores.importance, iv, acts, scores.fidelity, cfg)
 
 
@@ -272,12 +276,15 @@ def dynamics_stages(checkpoints: Any, build_spec: Callable[[], "ModelSpec"] | st
         key, file = f"checkpoint/{name}", f"dynamics/checkpoints/{name}.npz"
         last = i == len(infos) - 1
         prints[key] = file_fingerprint(info.path)
+        compute: Callable[..., CheckpointScores]  # (the lambda binds extra parameters by default)
         compute = _final_scores if last else (lambda ctx, p=info.path, n=name: _score_checkpoint(ctx, p, load_spec, n))
         stages.append(Stage(
             key, compute, needs=("activations", "codes", "complexity") + (("importance",) if last else ()),
             optional=("fidelity",), settings=_SETTINGS, inputs=(key, "probe"),
-            save=lambda r, out, f=file: save_dataclass(out / f, r),
-            load=lambda out, f=file: load_dataclass(out / f, CheckpointScores), outputs=(file,), spread=not last))
+            # mypy cannot infer a lambda with more (default-bound) parameters than the Callable it is given for
+            save=lambda r, out, f=file: save_dataclass(out / f, r),  # type: ignore[misc]
+            load=lambda out, f=file: load_dataclass(out / f, CheckpointScores),  # type: ignore[misc]
+            outputs=(file,), spread=not last))
     stages.append(_summary_stage(infos, names, [s.name for s in stages]))
     return stages, prints
 
@@ -302,11 +309,13 @@ def _summarise(ctx: Any, infos: Sequence["CheckpointInfo"], names: list[str], st
     times, unit = _training_times(infos)
     rank_key = np.abs if cfg.rank_by == "abs" else (lambda g: g)
     rows = [{"checkpoint": n, "path": str(c.path), "time": t, "n_features": len(r.complexity),
-             "mean_complexity": float(np.mean(r.complexity)), "top_mean_complexity": float(np.mean(r.complexity[r.top])),
+             "mean_complexity": float(np.mean(r.complexity)),
+             "top_mean_complexity": float(np.mean(r.complexity[r.top])),
              "n_top": len(r.top), "spearman_k_importance": spearman(r.complexity, rank_key(r.importance)),
              "spearman_k_signed_importance": spearman(r.complexity, r.importance),
              "spearman_k_abs_importance": spearman(r.complexity, np.abs(r.importance)),
-             "accuracy": r.accuracy, "accuracy_kept": r.accuracy_kept, "mean_iv_final_features": float(np.mean(r.iv_final))}
+             "accuracy": r.accuracy, "accuracy_kept": r.accuracy_kept,
+             "mean_iv_final_features": float(np.mean(r.iv_final))}
             for n, c, t, r in zip(names, infos, times, results)]
     iv = np.stack([r.iv_final for r in results])
     A = temporal_decoding_score(iv)
@@ -384,7 +393,7 @@ def _top_label(config: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------- figures
-def _new_figure(width: float = 5.0, height: float = 3.6) -> "Figure":
+def new_figure(width: float = 5.0, height: float = 3.6) -> "Figure":
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -397,14 +406,17 @@ def _time_axis(ax: Any, times: np.ndarray, time_unit: str) -> None:
     """Symmetric-log time axis: the early checkpoints inside epoch 1 stay readable."""
     positive = times[times > 0]
     if len(positive) and positive.max() / positive.min() > 20:
-        ax.set_xscale("symlog", linthresh=float(positive.min()))
+        # linear below the first checkpoint, wide enough that "0" and the first tick do not touch
+        ax.set_xscale("symlog", linthresh=float(positive.min()), linscale=1.5)
+        major = [t for t in (0, *positive) if t == 0 or t >= 1 or t == positive.min()]
+        ax.set_xticks(major, [f"{t:g}" for t in major])
     ax.set_xlabel(f"training time ({time_unit}s)")
 
 
 def plot_mean_complexity(
-    times: Sequence[float],
-    mean_complexity: Sequence[float],
-    top_mean_complexity: Sequence[float],
+    times: ArrayLike,
+    mean_complexity: ArrayLike,
+    top_mean_complexity: ArrayLike,
     *,
     time_unit: str = "epoch",
     top_label: str = "most important features",
@@ -412,7 +424,7 @@ def plot_mean_complexity(
     """Mean complexity of all features and of the most important ones against training time
     (paper Fig. 5B). All arguments ``(T,)``."""
     times = np.asarray(times, dtype=np.float64)
-    fig = _new_figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     ax.plot(times, np.asarray(mean_complexity), "o-", color="black", label="all features")
     ax.plot(times, np.asarray(top_mean_complexity), "s--", color="#C44E52", label=top_label)
@@ -427,7 +439,7 @@ def plot_temporal_decoding(A: np.ndarray, complexity: np.ndarray) -> "Figure":
     """Temporal decoding score ``A`` against complexity ``K`` of the final features, with
     their Spearman correlation (paper Fig. 5A). Both ``(k,)``."""
     A, K = np.asarray(A), np.asarray(complexity)
-    fig = _new_figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     ax.scatter(K, A, s=10, alpha=0.6, color="#4C72B0", edgecolors="none")
     ax.set_xlabel("complexity K (final model)")
@@ -448,7 +460,7 @@ def plot_complexity_importance_over_training(
     """Complexity against importance at the first and the last checkpoint, each panel with its
     Spearman correlation (paper Fig. 6). Each array ``(k_t,)`` (the two checkpoints have their
     own features). ``signed``: plot ``Γ``; else ``|Γ|``."""
-    fig = _new_figure(9.0, 3.6)
+    fig = new_figure(9.0, 3.6)
     axes = fig.subplots(1, 2)
     for ax, K, gamma, label in zip(axes, (complexity_first, complexity_last),
                                    (importance_first, importance_last), labels):

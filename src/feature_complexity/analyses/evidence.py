@@ -11,11 +11,10 @@ Notation (docs/ARCHITECTURE.md): ``Z`` codes ``(n_images, k)``, ``D`` dictionary
   seeded sample, interleaved so that any prefix has some of each): the top images (top row) and
   their **concept heatmaps** (bottom row): every position of the spatial layer encoded against the
   whole dictionary with the run's own coding rule (``Dictionary.encode``), the feature's code at
-  each position upsampled to the image (see :mod:`feature_complexity.report.heatmaps`; the one
+  each position upsampled to the image (see :mod:`feature_complexity.analyses.heatmaps`; the one
   seam for ViT patch grids is ``heatmaps.position_vectors``). ``evidence/feature_NNNNN.jpg``.
-- **Feature visualisations** (MACO, :mod:`feature_complexity.report.visualize`) and the paper's
-  Fig. 1B decoder figures, off by default (``config.evidence_visualize`` features, when the
-  configuration has that field).
+- **Feature visualisations** (MACO, :mod:`feature_complexity.analyses.visualize`) and the paper's
+  Fig. 1B decoder figures, off by default (``config.evidence_visualize`` features).
 - The **meta-feature gallery** figure: clusters from simplest to most complex, each shown by its
   members' top images.
 
@@ -26,9 +25,10 @@ run keeps its finished groups. ``evidence/index.json`` is written last and lists
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -138,13 +138,14 @@ def thumbnail(images: Sequence[np.ndarray], heats: Sequence[np.ndarray] | None, 
     (one colour scale per feature, so that its images compare)."""
     from PIL import Image
 
-    from ..report.heatmaps import overlay
+    from .heatmaps import overlay
 
     n, rows, gap = len(images), 1 if heats is None else 2, 2
     canvas = Image.new("RGB", (tile * n + gap * (n - 1), tile * rows + gap * (rows - 1)), (255, 255, 255))
     vmax = max((float(h.max()) for h in heats), default=0.0) if heats is not None else 0.0
     for j, raw in enumerate(images):
-        resample = Image.NEAREST if raw.shape[0] < tile else Image.BILINEAR
+        # Pillow defines the legacy constants at import time, invisibly to its type hints
+        resample = Image.NEAREST if raw.shape[0] < tile else Image.BILINEAR  # type: ignore[attr-defined]
         canvas.paste(Image.fromarray(raw).resize((tile, tile), resample), (j * (tile + gap), 0))
         if heats is not None:
             over = overlay(raw, heats[j], vmax=vmax if vmax > 0 else None)
@@ -156,13 +157,13 @@ def _heatmap_note(spec: "ModelSpec", probe: Any, device: str) -> str | None:
     """``None`` when the model gives a grid of positions to encode, else why not (said once)."""
     import torch
 
-    from ..report.heatmaps import NoSpatialMap, position_vectors
+    from .heatmaps import NoSpatialMap, position_vectors
 
     try:
         position_vectors(spec, torch.stack([probe[0][0]]), device=device)
     except NoSpatialMap as err:
         return (f"The thumbnails show top images without concept heatmaps: {err} (heatmaps for token grids "
-                "need the model's patch-grid reader in report/heatmaps.position_vectors).")
+                "need the model's patch-grid reader in analyses/heatmaps.position_vectors).")
     return None
 
 
@@ -202,7 +203,7 @@ def _group_maps(ctx: Any, features: list[int], top: np.ndarray) -> dict[tuple[in
     the group goes through the model and the encoder once."""
     import torch
 
-    from ..report.heatmaps import position_codes
+    from .heatmaps import position_codes
 
     spec, probe, cfg = ctx.inputs["spec"], ctx.inputs["probe"], ctx.config
     D, encode = np.asarray(ctx["dictionary"].D), _encoder(ctx)
@@ -221,7 +222,7 @@ def _group_maps(ctx: Any, features: list[int], top: np.ndarray) -> dict[tuple[in
 
 
 def _upsampled(code_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    from ..report.heatmaps import upsample
+    from .heatmaps import upsample
 
     return upsample(code_map, size)
 
@@ -243,7 +244,7 @@ def _extremes_first(complexity: np.ndarray, features: Sequence[int]) -> list[int
 def _spectrum(ctx: Any) -> tuple[Any, Any]:
     """MACO's fixed magnitude and the colour correlation of the probe images (``None`` each when the
     dataset cannot give them: the plain Fourier parameterisation is used then)."""
-    from ..report.visualize import average_spectrum, color_correlation
+    from .visualize import average_spectrum, color_correlation
 
     probe, spec = ctx.inputs["probe"], ctx.inputs["spec"]
     try:
@@ -258,7 +259,7 @@ def render_visualizations(ctx: Any, features: Sequence[int], folder: Path, *, st
     from PIL import Image
 
     from ..io import atomic_path
-    from ..report.visualize import visualize_feature
+    from .visualize import visualize_feature
 
     D, cfg = np.asarray(ctx["dictionary"].D), ctx.config
     spectrum, color = _spectrum(ctx) if features else (None, None)
@@ -280,7 +281,7 @@ def decoder_figure_of(ctx: Any, feature: int, *, steps: int) -> "Figure":
     it (the ridge probe refitted on all probe images with the penalty the complexity engine chose
     for that block), beside the feature's own visualisation."""
     from ..complexity import RidgeProbeStats
-    from ..report.visualize import decoder_figure, decoder_layers, visualize_decoder, visualize_feature
+    from .visualize import decoder_figure, decoder_layers, visualize_decoder, visualize_feature
 
     spec, cfg, cx = ctx.inputs["spec"], ctx.config, ctx["complexity"]
     names = list(cx.layer_names)
@@ -300,7 +301,8 @@ def decoder_figure_of(ctx: Any, feature: int, *, steps: int) -> "Figure":
     own = visualize_feature(spec, np.asarray(ctx["dictionary"].D)[feature], spectrum=spectrum, color=color,
                             steps=steps, seed=cfg.seed + feature, device=cfg.device)
     return decoder_figure(images, feature_image=own, iv=iv,
-                          title=f"Feature {feature} (K = {float(cx.score[feature]):.2f}): what each block decodes of it")
+                          title=f"Feature {feature} (K = {float(cx.score[feature]):.2f}): "
+                                f"what each block decodes of it")
 
 
 # ---------------------------------------------------------------------------------- the gallery
@@ -337,6 +339,7 @@ def gallery_figure(clusters: "pd.DataFrame", top: np.ndarray, image_of: Callable
     from matplotlib.figure import Figure
 
     t = clusters.sort_values("mean_complexity", kind="stable").reset_index(drop=True)
+    rows: np.ndarray | list[int]
     rows = np.unique(np.linspace(0, len(t) - 1, min(n_rows, len(t))).round().astype(int)) if len(t) else []
     cell, gap, left, head = 1.0, 0.06, 1.9, 0.5
     width = left + n_per_row * (cell + gap)
@@ -351,7 +354,7 @@ def gallery_figure(clusters: "pd.DataFrame", top: np.ndarray, image_of: Callable
                  f"meta-feature {int(row['cluster'])}\nK = {row['mean_complexity']:.2f}, {int(row['size'])} features",
                  ha="right", va="center", fontsize=10)
         for c, i in enumerate(_row_images(row["members"], top, n_per_row)):
-            ax = fig.add_axes([(left + c * (cell + gap)) / width, y / height, cell / width, cell / height])
+            ax = fig.add_axes(((left + c * (cell + gap)) / width, y / height, cell / width, cell / height))
             ax.imshow(image_of(i), interpolation="nearest")
             ax.set_axis_off()
     return fig
@@ -359,11 +362,11 @@ def gallery_figure(clusters: "pd.DataFrame", top: np.ndarray, image_of: Callable
 
 # ---------------------------------------------------------------------------------- the stage
 def _n_visualized(cfg: Any) -> int:
-    return int(getattr(cfg, "evidence_visualize", 0) or 0)
+    return int(cfg.evidence_visualize)
 
 
 def _compute(ctx: Any) -> Evidence:
-    from ..report.heatmaps import top_images_all
+    from .heatmaps import top_images_all
 
     cfg, spec, probe = ctx.config, ctx.inputs["spec"], ctx.inputs["probe"]
     top = top_images_all(ctx["codes"], cfg.n_top)
@@ -377,7 +380,7 @@ def _compute(ctx: Any) -> Evidence:
     vis: dict[int, str] = {}
     if _n_visualized(cfg) > 0:
         chosen = _extremes_first(np.asarray(ctx["complexity"].score), selected)[:_n_visualized(cfg)]
-        vis = render_visualizations(ctx, chosen, folder, steps=int(getattr(cfg, "visualize_steps", 64)))
+        vis = render_visualizations(ctx, chosen, folder, steps=int(cfg.visualize_steps))
     return Evidence(top, selected, reasons, files, vis, note, tile, folder)
 
 
@@ -451,12 +454,9 @@ def _applies(ctx: Any) -> bool:
 
 
 def _settings() -> tuple[str, ...]:
-    """The settings that change the evidence; the visualisation ones only once RunConfig has them."""
-    from ..config import RunConfig
-
-    fields = RunConfig.__dataclass_fields__
-    optional = tuple(f for f in ("evidence_visualize", "visualize_steps") if f in fields)
-    return ("evidence_features", "n_top", "seed", "codes", "nnls_tol", "nnls_max_iter", *optional)
+    """The settings that change the evidence."""
+    return ("evidence_features", "n_top", "seed", "codes", "nnls_tol", "nnls_max_iter", "evidence_visualize",
+            "visualize_steps")
 
 
 def _stage() -> Any:

@@ -47,7 +47,7 @@ import math
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -240,7 +240,7 @@ class FeatureColumns:
         """From a table of per-feature columns (a DataFrame, a dict): takes the columns named
         like the fields (``complexity``, ``importance``, ``skip_share``, …) and ignores the
         others; ``extra`` sets the remaining fields (cluster and support columns …)."""
-        cols = {c: np.asarray(columns[c]) for c in _FEATURE_COLUMNS if c in columns}
+        cols: dict[str, Any] = {c: np.asarray(columns[c]) for c in _FEATURE_COLUMNS if c in columns}
         return cls(name=name, **cols, **extra)
 
 
@@ -548,7 +548,7 @@ def bootstrap_trend(times: Any, groups: Sequence[Any], n_bootstrap: int, rng: np
         group = np.asarray(group, dtype=np.float64)
         for rows in _blocks(n_bootstrap, len(group)):
             means[rows, t] = _resampled_means(group, rows.stop - rows.start, rng)
-    return trend_slope(times, means)
+    return cast(np.ndarray, trend_slope(times, means))  # (m, T) values: one slope per row
 
 
 # ---------------------------------------------------------------------------------- the claims' statistics
@@ -621,6 +621,7 @@ def _correlation(x: np.ndarray | None, y: np.ndarray | None, cols: tuple[str, st
         if arr is None:
             return _Estimate(reason=f"not computed: {data.name} has no {_LABELS[col]} column "
                              f"({_SOURCES[col]} did not run)")
+    assert x is not None and y is not None  # returned above otherwise
     x, y = _finite_pairs(x, y)
     if len(x) < MIN_UNITS:
         return _Estimate(n=len(x), reason=f"only {len(x)} {unit} have both {_LABELS[cols[0]]} and "
@@ -703,12 +704,12 @@ def _sedimentation(data: CheckpointColumns, opts: _Options,
     if opts.n_permutations:
         # the null of "no trend": the checkpoints' top-group means in a random order
         perm = rngs[1].permuted(np.tile(np.arange(T), (opts.n_permutations, 1)), axis=1)
-        null = trend_slope(data.times, means[perm])
+        null = cast(np.ndarray, trend_slope(data.times, means[perm]))  # (m, T): one slope per permutation
     # the top group as selected on the full sample, its members resampled: re-selecting in each
     # resample pulls features from below the cut into the group, which biases the interval
     # towards the population whenever the top group differs sharply from the rest
     boot = bootstrap_trend(data.times, groups, opts.n_bootstrap, rngs[0])
-    return _Estimate(trend_slope(data.times, means), boot, null, T)
+    return _Estimate(cast(float, trend_slope(data.times, means)), boot, null, T)  # (T,) values: one slope
 
 
 def _dynamics_estimate(claim: Claim, data: CheckpointColumns, opts: _Options,
@@ -993,7 +994,7 @@ def plot_findings(results: Sequence[Finding | Mapping[str, Any]], *, title: str 
                Line2D([], [], color="#afb8c1", lw=7, label="permutation null")]
     if control:
         handles.insert(1, Line2D([], [], color="#d9730d", marker="s", label=str(control)))
-    fig.legend(handles=handles, fontsize=7, loc="lower center", ncol=len(handles), frameon=False)
+    fig.legend(handles=handles, fontsize=9, loc="lower center", ncol=len(handles), frameon=False)
     conf = rows[0].get("confidence") or 0.95
     ax.set_title(title or f"The paper's claims: each statistic with its {conf:.0%} bootstrap interval",
                  fontsize=10)
@@ -1021,7 +1022,8 @@ def feature_columns(table: Any, name: str, results: Mapping[str, Any], config: A
     if support is not None and support.correct_all is not None:
         extra.update(support_correct_all=support.correct_all, support_correct_head=support.correct_head)
     cols = {c: table[c] for c in _FEATURE_COLUMNS if c in table and c != "sensitivity"}
-    return FeatureColumns(name=name, **{k: np.asarray(v, dtype=np.float64) for k, v in cols.items()}, **extra)
+    arrays: dict[str, Any] = {k: np.asarray(v, dtype=np.float64) for k, v in cols.items()}
+    return FeatureColumns(name=name, **arrays, **extra)
 
 
 def _checkpoint_columns(ctx: Any) -> CheckpointColumns | None:
@@ -1052,7 +1054,9 @@ def _control_results(ctx: Any) -> tuple[Any, dict[str, Any]] | None:
         by_name = {s.name: s for s in pipeline.build_stages(report=False)}
         for name in ("purity", "support", "flow"):
             if (Path(run.folder) / by_name[name].outputs[0]).exists():
-                results[name] = by_name[name].load(Path(run.folder))
+                load = by_name[name].load
+                assert load is not None  # these stages save their results
+                results[name] = load(Path(run.folder))
     return run.features, results
 
 

@@ -432,7 +432,7 @@ def plot_flow(
     """
     import matplotlib
 
-    matplotlib.use("Agg", force=False)  # headless by default, like report/figures.py
+    matplotlib.use("Agg", force=False)  # headless by default, like figures.py
     from matplotlib.figure import Figure  # no pyplot: no global figure registry to leak into
 
     K = np.asarray(complexity, dtype=np.float64)
@@ -475,8 +475,8 @@ def plot_flow(
     if result.n_blocks <= 20:
         for ax in axes[1]:
             ax.set_xticks(x)
-            ax.set_xticklabels(result.blocks, rotation=60, ha="right", fontsize=7)
-    axes[0, 0].legend(fontsize=8, loc="best")
+            ax.set_xticklabels(result.blocks, rotation=60, ha="right", fontsize=9)
+    axes[0, 0].legend(fontsize=10, loc="best")
     fig.suptitle(title or "Where features flow: skip vs main branch per block (Fel et al. 2024, Fig. 4)",
                  fontsize=11)
     return fig
@@ -534,7 +534,7 @@ def _load(out: Path) -> FlowResult:
     return load_dataclass(out / "flow.npz", FlowResult)
 
 
-def _columns(result: FlowResult) -> dict[str, np.ndarray]:
+def _columns(result: FlowResult) -> dict[str, np.ndarray | None]:
     if result.teleport_depth is None:
         return {}
     return {"teleport_depth": result.teleport_depth, "skip_share": result.skip_share}

@@ -24,8 +24,9 @@ mean purity after shuffling the super-classes over features (seeded).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -110,7 +111,8 @@ def hierarchy(
         raise ValueError(f"D has {k} atoms but complexity has {K.size} and importance {G.size} values")
     if not np.all(np.isfinite(D)) or not np.all(np.isfinite(K)):
         raise ValueError("D and complexity must be finite; check dictionary.npz and the complexity scores")
-    b = [int(branching)] * n_levels if np.isscalar(branching) else [int(x) for x in branching]
+    # np.isscalar's TypeIs (numpy stubs) neither narrows int | Sequence[int] to int nor excludes int
+    b = [int(branching)] * n_levels if np.isscalar(branching) else [int(x) for x in branching]  # type: ignore[arg-type, union-attr]
     if n_levels < 1 or len(b) != n_levels or min(b) < 2:
         raise ValueError(f"need n_levels >= 1 and one branching factor >= 2 per level; got {n_levels}, {branching}")
     X = D / np.maximum(np.linalg.norm(D, axis=1, keepdims=True), 1e-12)
@@ -161,7 +163,7 @@ def hierarchy_figure(result: Hierarchy, *, color_by: str = "complexity") -> "Fig
     from matplotlib import colormaps
     from matplotlib.colors import Normalize, TwoSlopeNorm
 
-    from ..report.figures import _new_figure
+    from ..figures import new_figure
 
     if color_by not in ("complexity", "importance"):
         raise ValueError(f"color_by must be 'complexity' or 'importance', got {color_by!r}")
@@ -177,7 +179,7 @@ def hierarchy_figure(result: Hierarchy, *, color_by: str = "complexity") -> "Fig
     else:
         lim = float(np.max(np.abs(values))) or 1.0
         norm, cmap, label = TwoSlopeNorm(0.0, -lim, lim), colormaps["coolwarm"], "mean importance Γ"
-    fig = _new_figure(max(6.0, min(14.0, 0.35 * leaves.size + 3.0)), 4.2)
+    fig = new_figure(max(6.0, min(14.0, 0.35 * leaves.size + 3.0)), 4.2)
     ax = fig.add_subplot()
     for node in range(1, result.parent.size):
         p = result.parent[node]
@@ -306,13 +308,13 @@ def purity_figure(result: Purity) -> "Figure":
     colour = majority super-class (the ten most frequent named, the rest grey)."""
     from scipy.stats import spearmanr
 
-    from ..report.figures import _new_figure
+    from ..figures import new_figure
 
     ok = np.isfinite(result.purity)
     frequent = [s for s, _ in Counter(m for m, o in zip(result.majority, ok) if o).most_common(10)]
     palette = dict(zip(frequent, ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B2",
                                   "#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD"]))
-    fig = _new_figure(7.0, 4.0)
+    fig = new_figure(7.0, 4.0)
     ax = fig.add_subplot()
     s = 15 + 200 * np.sqrt(result.size / max(result.size.max(), 1))
     for name in frequent + ["other"]:
@@ -321,13 +323,14 @@ def purity_figure(result: Purity) -> "Figure":
             ax.scatter(result.mean_complexity[sel], result.purity[sel], s=s[sel], label=name, alpha=0.85,
                        color=palette.get(name, "#D0D0D0"), edgecolors="black", linewidths=0.4)
     ax.axhline(result.chance_purity, color="grey", linestyle="--", linewidth=0.8, label="chance (shuffled)")
-    rho = spearmanr(result.mean_complexity[ok], result.purity[ok]).statistic if _varies(result.mean_complexity[ok], result.purity[ok]) else float("nan")
+    varies = _varies(result.mean_complexity[ok], result.purity[ok])
+    rho = spearmanr(result.mean_complexity[ok], result.purity[ok]).statistic if varies else float("nan")
     ax.set_ylim(0, 1.05)
     ax.set_xlabel("mean complexity K of the meta-feature cluster")
     ax.set_ylabel("purity (share in majority super-class)")
     ax.set_title(f"Super-class purity of {ok.sum()} clusters (Spearman ρ with K = {rho:.2f}; "
                  f"{result.n_unassigned} features unassigned)", fontsize=9)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), title="majority super-class", title_fontsize=7)
+    ax.legend(fontsize=9, loc="center left", bbox_to_anchor=(1.0, 0.5), title="majority super-class", title_fontsize=9)
     return fig
 
 
@@ -381,7 +384,8 @@ def _purity_figures(result: Purity, ctx: Any) -> dict[str, Any]:
 def _stages() -> tuple[Any, Any]:
     from ._stage import result_stage
 
-    tree = result_stage("hierarchy", _hierarchy, Hierarchy, needs=("dictionary", "complexity"), optional=("importance",),
+    tree = result_stage("hierarchy", _hierarchy, Hierarchy, needs=("dictionary", "complexity"),
+                        optional=("importance",),
                         settings=("seed",), section="what", figures=_hierarchy_figures, columns=columns)
     purity = result_stage("purity", _purity, Purity, needs=("dictionary", "complexity", "metafeatures"),
                           settings=("seed", "superclasses"), inputs=("classes",), section="what",

@@ -84,14 +84,14 @@ def locality_figure(result: Locality, complexity: np.ndarray) -> "Figure":
     with the least-squares line and the Spearman correlation (Fig. 17)."""
     from scipy.stats import spearmanr
 
-    from ..report.figures import _new_figure
+    from ..figures import new_figure
 
     H = np.asarray(result.hoyer, dtype=float)
     K = np.asarray(complexity, dtype=float)
     if K.shape != H.shape:
         raise ValueError(f"complexity has shape {K.shape} but there are {H.shape[0]} atoms; pass one K per atom")
     ok = np.isfinite(H) & np.isfinite(K)
-    fig = _new_figure(9.0, 3.6)
+    fig = new_figure(9.0, 3.6)
     ax, ax2 = fig.subplots(1, 2)
     ax.hist(H[ok], bins=30, range=(0, 1), color="#4C72B0", edgecolor="white")
     ax.set_xlabel("Hoyer sparsity of the atom (0 = distributed, 1 = one neuron)")

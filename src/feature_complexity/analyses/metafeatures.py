@@ -13,8 +13,9 @@ Figures are functions returning matplotlib ``Figure`` objects; saving them is th
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -198,10 +199,12 @@ def embedding_figure(mf: MetaFeatures, complexity: np.ndarray, importance: np.nd
     sc = axes[0].scatter(e[:, 0], e[:, 1], c=complexity, cmap="viridis", s=s, linewidths=0)
     fig.colorbar(sc, ax=axes[0], label="complexity K")
     lim = float(np.max(np.abs(importance))) or 1.0
-    sc = axes[1].scatter(e[:, 0], e[:, 1], c=importance, cmap="coolwarm", vmin=-lim, vmax=lim, s=s, linewidths=0)
+    # a diverging map puts Γ ≈ 0 at white: grey edges keep those points visible on white
+    sc = axes[1].scatter(e[:, 0], e[:, 1], c=importance, cmap="RdBu_r", vmin=-lim, vmax=lim, s=s,
+                         edgecolors="0.45", linewidths=0.4)
     fig.colorbar(sc, ax=axes[1], label="importance Γ")
     for ax, title in zip(axes, ("coloured by complexity", "coloured by importance")):
-        ax.set_title(f"{mf.embed_method.upper()} of the dictionary atoms, {title}", fontsize=9)
+        ax.set_title(f"{mf.embed_method.upper()} of the dictionary atoms, {title}", fontsize=11)
         ax.set_xticks([])
         ax.set_yticks([])
     return fig
@@ -221,7 +224,7 @@ def cluster_complexity_figure(mf: MetaFeatures) -> "Figure":
     ax.set_xlabel("meta-feature cluster (sorted by mean complexity)")
     ax.set_ylabel("mean complexity K")
     if len(t) <= 40:
-        ax.set_xticks(np.arange(len(t)), [str(c) for c in t["cluster"]], fontsize=7)
+        ax.set_xticks(np.arange(len(t)), [str(c) for c in t["cluster"]], fontsize=9)
     else:
         ax.set_xticks([])
     return fig

@@ -26,8 +26,9 @@ each ``O(n p (p + k))`` for ``p`` kept neurons; pass ``device="cuda"`` at ImageN
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -132,12 +133,12 @@ def redundancy_figure(result: Redundancy, complexity: np.ndarray) -> "Figure":
     Right: each feature's summary redundancy against ``K`` with the Spearman correlation (Fig. 10)."""
     from scipy.stats import spearmanr
 
-    from ..report.figures import _new_figure, complexity_thirds
+    from ..figures import complexity_thirds, new_figure
 
     K = np.asarray(complexity, dtype=float)
     if K.shape != result.score.shape:
         raise ValueError(f"complexity has shape {K.shape}, the result has {result.score.shape[0]} features")
-    fig = _new_figure(9.0, 3.6)
+    fig = new_figure(9.0, 3.6)
     ax, ax2 = fig.subplots(1, 2)
     pct = 100 * result.fractions
     labels = ("simplest third", "middle third", "most complex third")

@@ -24,8 +24,9 @@ Cost: ``n_images × n_draws × len(sigmas)`` forward passes (600,000 at the pape
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -161,13 +162,13 @@ def robustness_figure(result: Robustness, complexity: np.ndarray) -> "Figure":
     Spearman correlation (Fig. 11)."""
     from scipy.stats import spearmanr
 
-    from ..report.figures import _new_figure
+    from ..figures import new_figure
 
     K = np.asarray(complexity, dtype=float)
     if K.shape != result.clean_variance.shape:
         raise ValueError(f"complexity has shape {K.shape}, the result has {result.clean_variance.shape[0]} features")
     m = result.sigmas.size
-    fig = _new_figure(3.4 * m + 0.8, 3.4)
+    fig = new_figure(3.4 * m + 0.8, 3.4)
     axes = np.atleast_1d(fig.subplots(1, m, sharey=True))
     for ax, s, row in zip(axes, result.sigmas, result.sensitivity):
         ok = np.isfinite(K) & np.isfinite(row) & (row > 0)

@@ -20,8 +20,9 @@ the complex part.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -215,9 +216,9 @@ def columns(result: Support) -> dict[str, np.ndarray]:
 
 def support_figure(result: Support) -> "Figure":
     """Relative accuracy against the share of features kept, one line per order (Fig. 9)."""
-    from ..report.figures import _new_figure
+    from ..figures import new_figure
 
-    fig = _new_figure(6.0, 4.0)
+    fig = new_figure(6.0, 4.0)
     ax = fig.add_subplot()
     styles = {
         "abs_importance": ("most important first (|Γ|)", "#C44E52", "-"),
@@ -264,7 +265,7 @@ def _figures(result: Support, ctx: Any) -> dict[str, Any]:
 def _applies(ctx: Any) -> bool:
     spec = ctx.inputs.get("spec")
     probe = ctx.inputs.get("probe")
-    labelled = probe is None or (np.asarray(getattr(probe, "labels", [0])) >= 0).any()
+    labelled = probe is None or bool((np.asarray(getattr(probe, "labels", [0])) >= 0).any())
     return (spec is None or spec.head is not None) and labelled
 
 

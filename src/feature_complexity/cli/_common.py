@@ -41,7 +41,8 @@ def add_model_arguments(p: argparse.ArgumentParser, *, required: bool = True) ->
                    help="named weights (torchvision: IMAGENET1K_V2 …; timm: pretrained), or 'random' for a "
                         "randomly initialised network (a control; never implied)")
     g.add_argument("--checkpoint", default=None, help="a local checkpoint (state_dict or {'state_dict': …})")
-    g.add_argument("--num-classes", type=int, default=None, help="classes of the checkpoint's head (default: read from it)")
+    g.add_argument("--num-classes", type=int, default=None,
+                   help="classes of the checkpoint's head (default: read from it)")
     g.add_argument("--trust-checkpoint", action="store_true",
                    help="allow full unpickling of a checkpoint the safe loader refuses (runs code from the file)")
 
@@ -68,7 +69,8 @@ def add_analysis_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dictionary", choices=["per_class", "global"], default="per_class",
                    help="a dictionary per class, stacked (paper), or one global dictionary")
     g.add_argument("--learner", choices=["auto", "nmf", "semi_nmf", "sae"], default="auto",
-                   help="NMF (non-negative activations), Semi-NMF (signed), TopK SAE (global); auto picks NMF or Semi-NMF")
+                   help="NMF (non-negative activations), Semi-NMF (signed), TopK SAE (global); "
+                        "auto picks NMF or Semi-NMF")
     g.add_argument("--atoms-per-class", type=int, default=10, help="atoms per class (paper: 10)")
     g.add_argument("--n-atoms", type=int, default=None, help="atoms of a global dictionary (default 10 per class)")
     g.add_argument("--class-source", choices=["auto", "label", "prediction"], default="auto",
@@ -91,6 +93,9 @@ def add_analysis_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--superclasses", default=None,
                    help="class -> super-class table for meta-feature purity: cifar100, imagenet[:level] or a CSV")
     a.add_argument("--evidence-features", type=int, default=300, help="features with top images and heatmaps")
+    a.add_argument("--visualize", type=int, default=0,
+                   help="features with a feature visualisation and Fig. 1B decoder visualisations (slow)")
+    a.add_argument("--visualize-steps", type=int, default=64, help="optimisation steps per visualisation")
     a.add_argument("--report-mb", type=float, default=25.0, help="size budget of the self-contained report.html")
     g.add_argument("--no-report", action="store_true", help="skip the findings and report.html")
     g.add_argument("--overwrite", action="store_true",
@@ -118,7 +123,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         ci_groups=args.ci_groups, n_bootstrap=args.bootstrap, controls=tuple(args.controls), seed=args.seed,
         teleport_threshold=args.threshold, robustness_images=args.robustness_images,
         robustness_draws=args.robustness_draws, superclasses=args.superclasses,
-        evidence_features=args.evidence_features, report_mb=args.report_mb, batch_size=args.batch_size,
+        evidence_features=args.evidence_features, evidence_visualize=args.visualize,
+        visualize_steps=args.visualize_steps, report_mb=args.report_mb, batch_size=args.batch_size,
         device=args.device, num_workers=args.workers, **getattr(args, "extra_config", {}),
     ).validate()
 

@@ -90,7 +90,8 @@ def run_demo(out: str | Path = "runs/demo", *, train_images: int = 8000, probe_i
                                                   "num_classes": spec.num_classes},
         data_info=probe_set.describe(), extra_stages=extra, extra_fingerprints=prints, overwrite=overwrite,
         manifest_extra={"stages": status, "demo": {"train_images": train_images, "probe_images": probe_images,
-                                                   "epochs": epochs, "target": target}},
+                                                   "epochs": epochs, "target": target},
+                        "dynamics_checkpoints": {"paths": [str(c.path) for c in checkpoints]} if dynamics else None},
         progress=progress)
     from .run_cmd import print_summary
 

@@ -62,12 +62,15 @@ def _run(args: argparse.Namespace) -> int:
     result = run_analysis(spec, probe, out, config, data_info=probe.describe(), extra_stages=stages,
                           extra_fingerprints=prints, report=not args.no_report, overwrite=args.overwrite,
                           model_info={"name": spec.name, "checkpoint": str(infos[-1].path.resolve())},
-                          manifest_extra={"command": args.argv}, progress=not args.quiet)
+                          manifest_extra={"command": args.argv, "dynamics_checkpoints": {
+                              "paths": [str(c.path) for c in infos], "model": args.model,
+                              "trust": args.trust_checkpoint}}, progress=not args.quiet)
     print_summary(result)
     s = result["dynamics"].summary
     print(f"{s['n_checkpoints']} checkpoints; Spearman(A, K) = {s['spearman_A_K']:.3f}")
     for key in ("first", "last"):
         r = s[key]
-        print(f"{key:5s} {r['checkpoint']}: mean K {r['mean_complexity']:.3f}, top mean K {r['top_mean_complexity']:.3f}, "
+        print(f"{key:5s} {r['checkpoint']}: mean K {r['mean_complexity']:.3f}, "
+              f"top mean K {r['top_mean_complexity']:.3f}, "
               f"Spearman(K, importance) {r['spearman_k_importance']:.3f}, accuracy {r['accuracy']:.3f}")
     return 0

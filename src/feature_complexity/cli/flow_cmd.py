@@ -20,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__, formatter_class=Formatter)
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run folder")
     p.add_argument("--threshold", type=float, default=None,
-                   help="teleport depth: share of the block output's I_V the skip branch must carry (default: the run's)")
+                   help="teleport depth: share of the block output's I_V the skip branch must carry "
+                        "(default: the run's)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_flow)
 
@@ -40,7 +41,7 @@ def _flow(args: argparse.Namespace) -> int:
 
         rho, p = teleport_correlation(res.teleport_depth, result["complexity"].score)
         never = int((res.teleport_depth == res.n_blocks).sum())
-        print(f"  teleport depth vs complexity: Spearman rho = "
+        print("  teleport depth vs complexity: Spearman rho = "
               + (f"{rho:.3f} (p = {p:.2g})" if rho == rho else
                  f"undefined (every feature has the same depth; {never} are never teleported at threshold "
                  f"{res.threshold})"))

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._common import Formatter, add_data_arguments, add_execution_arguments, apply_threads, check_device, check_out_dir, open_data
+from ._common import (
+    Formatter,
+    add_data_arguments,
+    add_execution_arguments,
+    apply_threads,
+    check_device,
+    check_out_dir,
+    open_data,
+)
 
 __all__ = ["register"]
 
@@ -14,7 +22,8 @@ def _fractions(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated fractions such as 0,0.1,0.25,0.5, got {text!r}") from err
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated fractions such as 0,0.1,0.25,0.5, got {text!r}") from err
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -126,7 +126,7 @@ class Preprocessing:
         """uint8 ``(S, S, 3)`` -> normalised float32 tensor ``(3, S, S)``."""
         import torch
 
-        x = image.astype(np.float32) / 255.0
+        x: np.ndarray = image.astype(np.float32) / 255.0
         x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
@@ -219,6 +219,8 @@ class ImageSource:
             ``labels``), else ``None``.
         preprocessing: the model's :class:`Preprocessing`.
     """
+
+    _fingerprint: str | None  # set by fingerprint(), reset by the derived sources
 
     def __init__(
         self,
@@ -444,7 +446,7 @@ def _scan_image_folder(root: Path) -> tuple[list[str], list[str], np.ndarray]:
     labels: list[int] = []
     empty: list[str] = []
     for label, name in enumerate(class_dirs):
-        found = []
+        found: list[str] = []
         for dirpath, dirnames, filenames in os.walk(root / name, followlinks=True):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             found.extend(
@@ -460,7 +462,8 @@ def _scan_image_folder(root: Path) -> tuple[list[str], list[str], np.ndarray]:
         )
     if empty:
         # kept as classes: dropping them would shift the labels away from the model's class order
-        warnings.warn(f"image folder {root}: {len(empty)} class folders hold no images: {', '.join(empty[:10])}")
+        warnings.warn(f"image folder {root}: {len(empty)} class folders hold no images: {', '.join(empty[:10])}",
+                      stacklevel=2)
     return class_dirs, paths, np.asarray(labels, dtype=np.int64)
 
 

@@ -43,6 +43,8 @@ from .._validation import as_array
 from .base import Dictionary, DictionaryLearner, register_learner
 
 if TYPE_CHECKING:  # torch is heavy; imported inside the functions that need it
+    import types
+
     import torch
 
 __all__ = ["NMFLearner", "NEGATIVE_TOLERANCE", "check_nonnegative", "nndsvda_init", "hals_nmf",
@@ -558,6 +560,7 @@ def nmf_global(A: np.ndarray, k: int, *, seed: int = 0, max_iter: int = 200, tol
 
     dev = torch_device(device)
     X = torch.from_numpy(np.ascontiguousarray(A)).to(dev)[None]
+    H: np.ndarray | torch.Tensor
     if k <= min(A.shape):
         Ut0, H0 = nndsvda_init(X, np.array([A.shape[0]]), k, seed=seed)
     else:
@@ -585,7 +588,7 @@ def sklearn_nmf(X: np.ndarray, n_components: int, *, seed: int, max_iter: int, t
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
     for w in caught:  # anything else goes to the caller's summary (see WarningSummary)
         if not issubclass(w.category, ConvergenceWarning):
-            warnings.warn(str(w.message), w.category)
+            warnings.warn(str(w.message), w.category, stacklevel=2)
     return nmf.components_, float(nmf.reconstruction_err_) ** 2, int(nmf.n_iter_), converged
 
 
@@ -600,7 +603,7 @@ class WarningSummary:
         warnings.simplefilter("always")
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self._ctx.__exit__(*exc)
         counts: dict[tuple[type[Warning], str], int] = {}
         for w in self._caught:
@@ -615,6 +618,7 @@ def warn_outside(message: str, category: type[Warning] = UserWarning) -> None:
     import sys
 
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame: types.FrameType | None
     level, frame = 2, sys._getframe(1)
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
         frame, level = frame.f_back, level + 1

@@ -133,6 +133,7 @@ def _step(w: dict[str, torch.Tensor], batch: torch.Tensor, top_k: int, opt: torc
     loss.backward()
     with torch.no_grad():  # keep the atoms on the unit sphere: drop the radial part of the step
         D, g = w["D"], w["D"].grad
+        assert g is not None  # D is a leaf of the loss: backward() just filled its grad
         g -= (g * D).sum(1, keepdim=True) * D
     opt.step()
     with torch.no_grad():
@@ -209,8 +210,9 @@ class SAELearner(DictionaryLearner):
                                                  / max(np.sum(np.square(A, dtype=np.float64)), 1e-300)))
         return dic
 
-    def encode(self, dictionary: Dictionary, A: Any, *, device: str = "cpu", batch_size: int = 8192
-               ) -> np.ndarray:
+    def encode(  # type: ignore[override]  # only these two options; others are a TypeError, as before
+        self, dictionary: Dictionary, A: Any, *, device: str = "cpu", batch_size: int = 8192
+    ) -> np.ndarray:
         """Encoder codes ``Z (n_images, k)`` float32, at most ``top_k`` non-zero per row.
 
         Args:

@@ -38,9 +38,23 @@ import numpy as np
 
 from .._validation import as_array
 from .base import Dictionary, DictionaryLearner, register_learner
-from .nmf import (DEFAULT_BATCH_BYTES, PerClassFit, WarningSummary, _each, _row_mask, bmm, fit_per_class,
-                  hals_sweep, iterate_until_converged, make_dictionary, randomized_svd, squared_errors,
-                  svd_choices, torch_device, warn_outside)
+from .nmf import (
+    DEFAULT_BATCH_BYTES,
+    PerClassFit,
+    WarningSummary,
+    _each,
+    _row_mask,
+    bmm,
+    fit_per_class,
+    hals_sweep,
+    iterate_until_converged,
+    make_dictionary,
+    randomized_svd,
+    squared_errors,
+    svd_choices,
+    torch_device,
+    warn_outside,
+)
 
 if TYPE_CHECKING:  # torch is heavy; imported inside the functions that need it
     import torch

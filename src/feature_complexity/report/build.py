@@ -9,7 +9,7 @@ fills the Jinja2 templates of ``report/templates`` (package data, loaded with
 from __future__ import annotations
 
 import time
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ DEFAULT_REPORT_MB = 25.0
 _MARKUP_BYTES = 60_000
 
 
-@lru_cache(maxsize=None)
+@cache
 def _static(name: str) -> str:
     text = resources.files(__package__).joinpath("static", name).read_text(encoding="utf-8")
     if "</script" in text.lower():
@@ -97,9 +97,10 @@ def report_context(run_dir: str | Path, *, report_mb: float = DEFAULT_REPORT_MB,
     strip = spectrum_strip(frame, rendered)
     first = [s["feature"] for s in strip["simplest"] + strip["most_complex"]]
     for f in first:  # the strip's thumbnails are in the page twice: in the markup and in the explorer's data
+        assert index is not None  # the strip only shows features with files in the index
         budget.spend(4 * ((folder.path / "evidence" / index["files"][str(f)]).stat().st_size + 2) // 3)
     evidence = embed_evidence(folder.path, index, budget, first=first)
-    model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
+    model = m if isinstance(m := manifest.get("model"), dict) else {}
     findings = findings_context(folder.json("findings.json"))
     findings["figures"] = finding_figures
     return {

@@ -10,6 +10,7 @@ features whose thumbnails did not fit are listed with the file that holds them.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,7 +98,7 @@ def evidence_index(run_dir: Path) -> dict[str, Any] | None:
 
 
 def embed_evidence(run_dir: Path, index: dict[str, Any] | None, budget: Budget, *,
-                   first: list[int] = ()) -> dict[str, Any]:
+                   first: Sequence[int] = ()) -> dict[str, Any]:
     """Data URIs of evidence thumbnails and visualisations, in priority order, within ``budget``.
 
     Args:

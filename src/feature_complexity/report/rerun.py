@@ -4,8 +4,9 @@ Without the model: the folder's configuration and input fingerprints (``manifest
 every stage its key, the finished stages are reused as they are, and only the report is rendered
 again (seconds). No other stage is ever computed here: one whose record does not match (the
 run had extra stages, such as the demo's dynamics, that this command cannot rebuild) is left as
-it is, and the page is then rendered from the folder's files directly. With ``evidence_inputs`` (the model and the probe images, rebuilt from the
-manifest by the CLI and checked to be the run's own), the evidence stage runs first.
+it is, and the page is then rendered from the folder's files directly. With ``evidence_inputs``
+(the model and the probe images, rebuilt from the manifest by the CLI and checked to be the
+run's own), the evidence stage runs first.
 
 A folder written before the stage loop (no ``.stages/`` records) is rendered from its files.
 """
@@ -79,7 +80,7 @@ def _run_report_stage(path: Path, evidence_inputs: dict[str, Any] | None, change
     import sys
     from dataclasses import replace
 
-    from ..pipeline import build_stages, open_run, run_stages_of
+    from ..pipeline import folder_stages, open_run, run_stages_of
     from ..stages import Context
 
     config, prints, manifest = open_run(path)
@@ -90,7 +91,7 @@ def _run_report_stage(path: Path, evidence_inputs: dict[str, Any] | None, change
     ctx = Context(config=config, out=path, fingerprints=prints, inputs=inputs, overwrite=True, progress=progress,
                   log=log)
     targets = ["evidence", "report"] if evidence_inputs is not None else ["report"]
-    status = run_stages_of(build_stages(report=True), ctx, manifest, targets, computable=set(targets))
+    status = run_stages_of(folder_stages(manifest), ctx, manifest, targets, computable=set(targets))
     return ctx, status
 
 

@@ -65,6 +65,7 @@ def _figures(run: Path, n_figures: int) -> None:
 
 def _findings(control: bool) -> list[dict[str, Any]]:
     out = []
+    f: dict[str, Any]
     for i, verdict in enumerate(_VERDICTS * 2):
         f = {"claim": f"claim_{i}", "statistic": f"Spearman(statistic {i}, K)", "expected": ("negative", "positive",
              "none")[i % 3], "paper": f"what the paper says about claim {i}", "unit": "features", "n": 100,

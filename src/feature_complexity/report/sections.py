@@ -60,7 +60,7 @@ def figures_by_section(folder: RunFolder, budget: Budget) -> dict[str, list[dict
         path = files.pop(name, None)
         if path is None:
             continue  # listed but not drawn (an interrupted stage): nothing to show
-        section = info.get("section") if info.get("section") in out else "other"
+        section = info["section"] if info.get("section") in out else "other"
         out[section].append(_figure(path, str(info.get("title") or name), str(info.get("caption") or ""), budget))
     for name, path in files.items():
         out["other"].append(_figure(path, name.replace("_", " ").capitalize(),

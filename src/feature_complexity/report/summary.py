@@ -58,8 +58,9 @@ def fmt_percent(value: Any) -> str:
 
 
 def _model_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
-    model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
+    model = m if isinstance(m := manifest.get("model"), dict) else {}
     rows = [("model", str(model.get("name") or "(not recorded)"))]
+    name: str | None
     for key, name in (("checkpoint", "checkpoint"), ("weights", "weights")):
         if model.get(key):
             rows.append((name, str(model[key])))
@@ -68,7 +69,7 @@ def _model_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
     if model.get("probe_layers"):
         layers = list(model["probe_layers"])
         rows.append(("probe blocks", f"{len(layers)} ({layers[0]} … {layers[-1]})"))
-    data = manifest.get("data") if isinstance(manifest.get("data"), dict) else {}
+    data = m if isinstance(m := manifest.get("data"), dict) else {}
     name = data.get("description") or data.get("name") or data.get("kind") or data.get("root")
     rows.append(("probe images", f"{fmt_number(manifest.get('n_images'))} ({name})" if name
                  else fmt_number(manifest.get("n_images"))))
@@ -145,10 +146,10 @@ def _setting(value: Any) -> str:
 
 def summary_context(manifest: dict[str, Any], frame: "pd.DataFrame", fidelity: Any) -> dict[str, Any]:
     """Everything the summary section shows, as strings."""
-    model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
-    config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
+    model = m if isinstance(m := manifest.get("model"), dict) else {}
+    config = m if isinstance(m := manifest.get("config"), dict) else {}
     settings = [(label, _setting(config[key])) for key, label in _SETTINGS if key in config and config[key] is not None]
-    versions = manifest.get("versions") if isinstance(manifest.get("versions"), dict) else {}
+    versions = m if isinstance(m := manifest.get("versions"), dict) else {}
     return {
         "model": _model_rows(manifest),
         "features": _feature_rows(frame),

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Mapping, Sequence
 
 __all__ = ["BUILTIN", "load_superclasses"]
 

@@ -13,8 +13,9 @@ codes.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -242,7 +243,7 @@ def concept_heatmaps(
     if bad:
         raise ValueError(f"features {bad} do not exist: the dictionary has {k} atoms")
     codes = position_codes(spec, images, D, device=device)[..., features]  # (b, h, w, m)
-    return upsample(codes.transpose(0, 3, 1, 2), tuple(images.shape[-2:]))
+    return upsample(codes.transpose(0, 3, 1, 2), (images.shape[-2], images.shape[-1]))
 
 
 def overlay(image: np.ndarray, heat: np.ndarray, *, alpha: float = 0.55, vmax: float | None = None,

@@ -33,8 +33,9 @@ Objectives:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -159,6 +160,7 @@ def color_correlation(
 def penultimate_of(spec: "ModelSpec") -> tuple["torch.nn.Module", str]:
     """Where the penultimate vector is read: ``(module, "input" | "output")``."""
     if spec.penultimate is None:
+        assert spec.head is not None  # ModelSpec validation: no penultimate= means a head
         return spec.get(spec.head), "input"
     return spec.get(spec.penultimate), "output"
 
@@ -226,7 +228,8 @@ def _random_affine(n: int, gen: "torch.Generator", *, jitter: float, scale: tupl
 
 
 def _parameterisation(n_images: int, size: int, spectrum: "torch.Tensor | None", color: "torch.Tensor | None",
-                      gen: "torch.Generator", dev: "torch.device") -> tuple[list["torch.Tensor"], Callable[[], "torch.Tensor"]]:
+                      gen: "torch.Generator", dev: "torch.device",
+                      ) -> tuple[list["torch.Tensor"], Callable[[], "torch.Tensor"]]:
     """The optimised leaves and ``pixels() -> (n, 3, H, W)`` in (0, 1): MACO's phase with a fixed
     magnitude when ``spectrum`` is given, else a plain Fourier spectrum scaled by ``1 / f``."""
     import torch
