@@ -399,22 +399,8 @@ def visualize_feature(
     return imgs[0] if single else imgs
 
 
-def visualize_decoder(
-    spec: "ModelSpec",
-    layer_name: str,
-    weights: Any,
-    *,
-    spectrum: "torch.Tensor | None" = None,
-    color: "torch.Tensor | None" = None,
-    steps: int = 128,
-    lr: float | None = None,
-    seed: int = 0,
-    device: str = "cpu",
-    n_crops: int = 4,
-    jitter: float = 0.1,
-    scale: tuple[float, float] = (0.9, 1.1),
-    rotate_deg: float = 10.0,
-) -> np.ndarray:
+def visualize_decoder(spec: "ModelSpec", layer_name: str, weights: Any, *, device: str = "cpu",
+                      **options: Any) -> np.ndarray:
     """An image that maximises a linear probe's output ``<GAP(f_l(x)), w>`` on block ``l``
     (Fig. 1B: what block ``l`` can see of a feature).
 
@@ -422,7 +408,10 @@ def visualize_decoder(
         layer_name: the block ``l`` (a module name of ``spec.module``, usually a probe layer).
         weights: ``(C_l,)`` the probe's weights, e.g. ``RidgeProbeStats.decoder(alpha, i)[0]``
             (the bias does not change the maximiser).
-        other arguments: as :func:`visualize_feature`.
+        device: ``"cpu"``, ``"cuda"``, …
+        options: the optimisation's keywords, as :func:`visualize_feature` (``spectrum``,
+            ``color``, ``steps`` 128, ``lr``, ``seed`` 0, ``n_crops`` 4, ``jitter`` 0.1, ``scale``
+            (0.9, 1.1), ``rotate_deg`` 10).
 
     Returns:
         ``(H, W, 3)`` uint8.
@@ -444,9 +433,13 @@ def visualize_decoder(
             raise ValueError(f"layer '{layer_name}' has {g.shape[1]} channels but the probe has {w.shape[0]} weights")
         return g @ w
 
-    return _optimise(spec, objective, spec.get(layer_name), "output", 1, spectrum=spectrum, color=color, steps=steps,
-                     lr=lr, seed=seed, device=device, n_crops=n_crops, jitter=jitter, scale=scale,
-                     rotate_deg=rotate_deg)[0]
+    known = {"spectrum", "color", "steps", "lr", "seed", "n_crops", "jitter", "scale", "rotate_deg"}
+    if set(options) - known:
+        raise TypeError(f"visualize_decoder() got unexpected keyword arguments {sorted(set(options) - known)}")
+    defaults = {"spectrum": None, "color": None, "steps": 128, "lr": None, "seed": 0, "n_crops": 4, "jitter": 0.1,
+                "scale": (0.9, 1.1), "rotate_deg": 10.0}
+    return _optimise(spec, objective, spec.get(layer_name), "output", 1, device=device,
+                     **{**defaults, **options})[0]
 
 
 def decoder_layers(probe_layers: Sequence[str]) -> list[str]:

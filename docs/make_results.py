@@ -1,0 +1,115 @@
+"""Rerun the README's two example runs and rewrite its "What it finds" table from their files.
+
+    .venv/bin/python docs/make_results.py              # runs both (minutes), rewrites README.md
+    .venv/bin/python docs/make_results.py --reuse      # only re-reads runs/readme-* and rewrites
+
+The table lies between ``<!-- results:start -->`` and ``<!-- results:end -->`` in README.md; every
+number in it comes from ``manifest.json``, ``fidelity.json``, ``features.parquet`` and
+``findings.json`` of the runs below, and the block states the commands, the machine and its load.
+The ResNet-20 run needs ``../shared/data`` (skipped, and its column left out, when absent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+README = REPO / "README.md"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+RUNS: dict[str, list[str]] = {
+    "demo": ["demo", "--out", "runs/readme-demo", "--threads", "1", "--quiet"],
+    "resnet20": ["run", "--model", "cifar-resnet20", "--checkpoint", "../shared/data/models/resnet20-cifar10.th",
+                 "--data", "../shared/data/cifar10/test", "--limit", "5000", "--controls", "random-init",
+                 "--robustness-images", "200", "--robustness-draws", "20", "--threads", "1", "--quiet",
+                 "--out", "runs/readme-r20"],
+}
+CLAIMS = [("k_vs_importance", "Spearman(K, Γ): complex features matter less"),
+          ("k_vs_abs_importance", "Spearman(K, |Γ|)"),
+          ("skip_share_vs_k", "Spearman(skip share, K): simple features ride the skips"),
+          ("robustness_vs_k", "Spearman(noise sensitivity, K)"),
+          ("a_vs_k", "dynamics: Spearman(A, K), complex features emerge late")]
+
+
+def run(name: str) -> float:
+    """Run one example from the repository root; returns its wall seconds."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "feature_complexity", *RUNS[name]], cwd=REPO, check=True)
+    return time.perf_counter() - start
+
+
+def _out(name: str) -> Path:
+    argv = RUNS[name]
+    return REPO / argv[argv.index("--out") + 1]
+
+
+def _cell(row: dict[str, Any] | None) -> str:
+    """``value [lo, hi]; control value [lo, hi] → verdict`` of one findings row."""
+    if row is None or row.get("value") is None:
+        return "not computed"
+    text = f"{row['value']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]"
+    if row.get("control_value") is not None:
+        text += (f"; random init {row['control_value']:+.2f} "
+                 f"[{row['control_ci_low']:+.2f}, {row['control_ci_high']:+.2f}]")
+    return text + f" → {row['verdict'].replace('_', ' ')}"
+
+
+def column(name: str) -> dict[str, str]:
+    """The table cells of one run, read from its folder."""
+    import pandas as pd
+
+    out = _out(name)
+    fid = json.loads((out / "fidelity.json").read_text())
+    findings = {r["claim"]: r for r in json.loads((out / "findings.json").read_text())}
+    K = pd.read_parquet(out / "features.parquet")["complexity"]
+    acc = fid.get("accuracy_original")
+    cells = {
+        "features": f"{len(K):,}",
+        "model accuracy / kept by `Z @ D`": ("no labels" if acc is None else f"{100 * acc:.1f} %")
+        + (f" / {100 * fid['accuracy_kept']:.1f} %" if fid.get("accuracy_kept") is not None else ""),
+        "complexity K, median [range]": f"{K.median():.2f} [{K.min():.2f}, {K.max():.2f}]",
+    }
+    for claim, label in CLAIMS:
+        cells[label] = _cell(findings.get(claim))
+    return cells
+
+
+def table(columns: dict[str, dict[str, str]], walls: dict[str, float]) -> str:
+    names = list(columns)
+    head = "| | " + " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n"
+    rows = [f"| {label} | " + " | ".join(columns[n].get(label, "") for n in names) + " |"
+            for label in columns[names[0]]]
+    cmds = "\n".join(f"    feature-complexity {' '.join(RUNS[n])}" for n in names)
+    timing = ", ".join(f"{n} {walls[n]:.0f} s" for n in names if n in walls)
+    where = (f"Measured by `docs/make_results.py` on {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
+             f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end"
+             + (f"; wall times {timing}" if timing else "") + ". Commands:")
+    return f"{START}\n{head}" + "\n".join(rows) + f"\n\n{where}\n\n{cmds}\n{END}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reuse", action="store_true", help="read the existing run folders, run nothing")
+    args = parser.parse_args()
+    names = [n for n in RUNS if n != "resnet20" or SHARED.is_dir()]
+    walls = {} if args.reuse else {n: run(n) for n in names}
+    columns = {n: column(n) for n in names}
+    text = README.read_text()
+    if START not in text or END not in text:
+        sys.exit(f"error: {README} has no {START} ... {END} block")
+    before, rest = text.split(START, 1)
+    README.write_text(before + table(columns, walls) + rest.split(END, 1)[1])
+    print(table(columns, walls))
+
+
+if __name__ == "__main__":
+    main()
