@@ -21,17 +21,15 @@ import numpy as np
 
 from .config import RunConfig
 from .io import package_versions, write_json, write_parquet
+from .scoring import Scores, score_in_memory
 from .stages import Context, RunLock, Stage, remove_temporary_files, run_stages
 
 if TYPE_CHECKING:
     import pandas as pd
     from torch.utils.data import Dataset
 
-    from .activations import Activations
-    from .complexity import ComplexityResult
     from .data import ImageSource
     from .distributed import Comm
-    from .features.base import Dictionary
     from .models.spec import ModelSpec
 
 __all__ = ["RunConfig", "RunResult", "Scores", "run_stages_of", "run_analysis", "score_in_memory",
@@ -237,36 +235,6 @@ def _manifest(config: RunConfig, spec: "ModelSpec", model_info: dict[str, Any] |
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr)
-
-
-# ---------------------------------------------------------------------------------- in memory
-@dataclass
-class Scores:
-    """The core scores of one set of activations (see :func:`score_in_memory`)."""
-
-    dictionary: "Dictionary"
-    codes: np.ndarray
-    complexity: "ComplexityResult"
-    importance: np.ndarray | None
-    fidelity: dict[str, Any] | None
-    image_class: np.ndarray
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-def score_in_memory(activations: "Activations", spec: "ModelSpec", config: RunConfig, *,
-                    progress: bool = False) -> Scores:
-    """Dictionary, codes, fidelity, complexity and importance of activations already in memory:
-    the core stages on the same loop, without a run folder."""
-    from .scoring import CORE_STAGES, image_classes
-
-    ctx = Context(config=config.validate(), inputs={"spec": spec}, progress=progress, log=lambda msg: None,
-                  fingerprints={"model": "", "probe": ""}, results={"activations": activations})
-    stages = [s for s in CORE_STAGES if s.name != "activations"]
-    placeholder = Stage("activations", lambda c: activations)
-    status = run_stages([placeholder, *stages], ctx)
-    timings = {k: v["seconds"] for k, v in status.items() if k != "activations"}
-    return Scores(ctx["dictionary"], ctx["codes"], ctx["complexity"], ctx.get("importance"),
-                  ctx.get("fidelity"), image_classes(ctx), timings)
 
 
 # ---------------------------------------------------------------------------------- a finished folder

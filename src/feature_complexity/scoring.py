@@ -11,18 +11,22 @@ Notation: ``A`` penultimate activations ``(n_images, d)``, ``D`` dictionary ``(k
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .io import load_dataclass, read_json, save_dataclass, save_npy, write_json
-from .stages import Context, FigureSpec, Stage
+from .stages import Context, FigureSpec, Stage, run_stages
 from .store import RowStore
 
 if TYPE_CHECKING:
+    from .activations import Activations
     from .complexity import ComplexityResult
+    from .config import RunConfig
     from .features.base import Dictionary
+    from .models.spec import ModelSpec
 
 __all__ = ["CORE_STAGES", "has_head", "image_classes", "head_of", "rows_of", "shard"]
 
@@ -300,3 +304,31 @@ def _core() -> tuple[Stage, ...]:
 
 
 CORE_STAGES: tuple[Stage, ...] = _core()
+
+
+# ---------------------------------------------------------------------------------- in memory
+@dataclass
+class Scores:
+    """The core scores of one set of activations (see :func:`score_in_memory`)."""
+
+    dictionary: "Dictionary"
+    codes: np.ndarray
+    complexity: "ComplexityResult"
+    importance: np.ndarray | None
+    fidelity: dict[str, Any] | None
+    image_class: np.ndarray
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def score_in_memory(activations: "Activations", spec: "ModelSpec", config: RunConfig, *,
+                    progress: bool = False) -> Scores:
+    """Dictionary, codes, fidelity, complexity and importance of activations already in memory:
+    the core stages on the same loop, without a run folder."""
+    ctx = Context(config=config.validate(), inputs={"spec": spec}, progress=progress, log=lambda msg: None,
+                  fingerprints={"model": "", "probe": ""}, results={"activations": activations})
+    stages = [s for s in CORE_STAGES if s.name != "activations"]
+    placeholder = Stage("activations", lambda c: activations)
+    status = run_stages([placeholder, *stages], ctx)
+    timings = {k: v["seconds"] for k, v in status.items() if k != "activations"}
+    return Scores(ctx["dictionary"], ctx["codes"], ctx["complexity"], ctx.get("importance"),
+                  ctx.get("fidelity"), image_classes(ctx), timings)

@@ -215,7 +215,7 @@ def _score_checkpoint(ctx: Any, path: Path, load_spec: Callable[[Path], "ModelSp
     """Extract, score and probe one checkpoint in memory (no activations are kept)."""
     from ..activations import extract_activations
     from ..complexity import complexity
-    from ..pipeline import score_in_memory
+    from ..scoring import score_in_memory
 
     cfg = ctx.config
     spec = load_spec(path)

@@ -1046,12 +1046,12 @@ def _control_results(ctx: Any) -> tuple[Any, dict[str, Any]] | None:
         return None
     from pathlib import Path
 
-    from .. import pipeline
+    from . import analysis_stages
 
     run = ctx["control/random-init"]
     results: dict[str, Any] = {}
     if run.folder is not None:
-        by_name = {s.name: s for s in pipeline.build_stages(report=False)}
+        by_name = {s.name: s for s in analysis_stages()}
         for name in ("purity", "support", "flow"):
             if (Path(run.folder) / by_name[name].outputs[0]).exists():
                 load = by_name[name].load
