@@ -76,7 +76,7 @@ def rebuild_from_manifest(manifest: dict[str, Any], *, data: str | None = None, 
 
 
 def _rebuild_data(manifest: dict[str, Any], spec: Any, data: str | None) -> tuple[Any, str | None]:
-    from feature_complexity.data.sources import image_folder, load_source
+    from feature_complexity.data import image_folder, load_source
 
     desc = manifest.get("data")
     try:

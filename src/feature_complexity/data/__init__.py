@@ -11,14 +11,13 @@ the functions that need them.
 
 from __future__ import annotations
 
+from .opening import load_source, open_source
 from .sources import (
     IMAGE_EXTENSIONS,
     ImageSource,
     Preprocessing,
     balanced_indices,
     image_folder,
-    load_source,
-    open_source,
     torchvision_dataset,
 )
 from .trifeature import COLOR_RGB, COLORS, FACTORS, SHAPES, TEXTURES, factor_values, trifeature
