@@ -198,7 +198,15 @@ def get_learner(name: str) -> DictionaryLearner:
         raise ValueError(f"unknown dictionary learner {name!r}; known: {', '.join(sorted(LEARNERS))}") from None
 
 
+#: modules of the built-in learners, imported on first lookup (each registers itself on import;
+#: by name, like ``ANALYSIS_MODULES`` and ``BUILTIN_FAMILY_MODULES``: base imports no learner)
+BUILTIN_LEARNER_MODULES: tuple[str, ...] = ("nmf", "seminmf", "sae")
+
+
 def _load_builtin_learners() -> None:
     """Import the built-in learner modules (each registers itself on import)."""
-    from . import nmf, sae, seminmf  # noqa: F401
+    import importlib
+
+    for module in BUILTIN_LEARNER_MODULES:
+        importlib.import_module(f"{__package__}.{module}")
 
