@@ -180,7 +180,7 @@ def _gather_chunk(spec: "ModelSpec", fit: Any, part: np.ndarray, first: int, kee
         classes = resolve_classes(labels, logits.float().cpu().numpy(), cfg.class_source)
         samples = samples.float().cpu().numpy()
         if keep < samples.shape[1]:  # the same random positions whoever processes the image
-            pick = [np.random.default_rng([int(seed.entropy), int(i)])
+            pick = [np.random.default_rng([int(cfg.seed), int(i)])
                     .choice(samples.shape[1], keep, replace=False) for i in idx]
             samples = np.stack([samples[j, p] for j, p in enumerate(pick)])
         start = (first + s) * keep

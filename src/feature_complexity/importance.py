@@ -82,6 +82,16 @@ def importance(
         ValueError: on inconsistent shapes, classes outside the head's logits, or non-finite
             codes.
     """
+    Z, D, fc, ic = _check_inputs(Z, D, head, feature_class, image_class, batch_size)
+    dev, dtype = resolve_head_device(head, device)
+    sums = _gradient_sums(Z, D, head, fc, ic, dev, dtype, batch_size, decode)
+    return _class_means(sums.cpu().numpy(), fc, ic, reduce)
+
+
+def _check_inputs(
+    Z: np.ndarray, D: np.ndarray, head: Any, feature_class: np.ndarray, image_class: np.ndarray, batch_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Validated ``Z, D`` and the class vectors ``fc (k,)``, ``ic (n,)``; warns on a head in training mode."""
     import torch
 
     Z = as_array(Z, "Z", 2)
@@ -104,10 +114,26 @@ def importance(
         warnings.warn(
             "head is in training mode; call head.eval() so that dropout / batch-norm do not "
             "make the gradients random or mix images",
-            stacklevel=2,
+            stacklevel=3,
         )
+    return Z, D, fc, ic
 
-    dev, dtype = resolve_head_device(head, device)
+
+def _gradient_sums(
+    Z: np.ndarray,
+    D: np.ndarray,
+    head: Any,
+    fc: np.ndarray,
+    ic: np.ndarray,
+    dev: torch.device,
+    dtype: torch.dtype,
+    batch_size: int,
+    decode: Callable[[torch.Tensor], torch.Tensor] | None,
+) -> torch.Tensor:
+    """Per-feature sums ``(k,)`` float64 of ``z_i(x) ∂y_{class(x)}(x)/∂z_i`` over the images that count for ``i``."""
+    import torch
+
+    n, k = Z.shape
     Dt = torch.as_tensor(D, dtype=dtype, device=dev)
     fc_t = torch.as_tensor(fc, device=dev)
     is_global = fc_t < 0
@@ -139,13 +165,18 @@ def importance(
         # Row x counts for feature i iff it is of feature i's class, or i is a global atom.
         mask = (cls[:, None] == fc_t[None, :]) | is_global[None, :]
         sums += (contrib * mask).sum(dim=0, dtype=torch.float64)
+    return sums
 
+
+def _class_means(
+    out: np.ndarray, fc: np.ndarray, ic: np.ndarray, reduce: Callable[[np.ndarray], np.ndarray] | None
+) -> np.ndarray:
+    """``Γ``: the sums ``out`` over the images of each feature's class (``NaN``, with a warning, when none)."""
     known_ic = ic[ic >= 0]
     n_fc = max(int(fc.max()) + 1, 1)
     # images per feature class, and all known images (for global atoms): the same length on
     # every process, whatever classes its shard holds
     tally = np.append(np.bincount(known_ic[known_ic < n_fc], minlength=n_fc), known_ic.size).astype(np.float64)
-    out = sums.cpu().numpy()
     if reduce is not None:  # sums over the images of every process, then the mean
         out, tally = reduce(out), reduce(tally)
     counts = np.where(fc >= 0, tally[np.clip(fc, 0, n_fc - 1)], tally[-1])
@@ -157,6 +188,6 @@ def importance(
             f"{empty.size} features have no image of their class (e.g. features "
             f"{empty[:10].tolist()}, classes {np.unique(fc[empty])[:10].tolist()}); their "
             f"importance is NaN. Include images of those classes",
-            stacklevel=2,
+            stacklevel=3,
         )
     return gamma

@@ -274,8 +274,6 @@ def train(
         interrupted invocation).
     """
     import torch
-    import torch.nn.functional as F
-    from torch.utils.data import DataLoader
 
     config = config or TrainConfig()
     config.validate()
@@ -284,15 +282,7 @@ def train(
     ckpt_dir.mkdir(parents=True, exist_ok=True)
 
     n = len(train_set)  # type: ignore[arg-type]  # torch stubs: Dataset has no __len__
-    if n < config.batch_size:
-        raise ValueError(
-            f"the training set has {n} images, fewer than one batch of {config.batch_size}; "
-            f"lower the batch size (--batch-size) or use more images"
-        )
-    _check_labels(train_set, spec.num_classes)
-    augment = config.augment
-    if augment is None:
-        augment = getattr(train_set, "factors", None) is None
+    augment = _check_train_set(train_set, n, spec.num_classes, config)
     run_config = config.to_dict() | {"augment": bool(augment)}
 
     steps_per_epoch = n // config.batch_size
@@ -303,16 +293,56 @@ def train(
         raise ValueError(f"device '{config.device}' requested but CUDA is not available; use --device cpu")
 
     model = spec.module.to(device)
+    optimizer, scheduler = _sgd(model, config, total_steps)
+    meta = _run_meta(spec, run_config, n, eval_set, steps_per_epoch, total_steps)
+    run = _Run(spec=spec, config=config, model=model, optimizer=optimizer, scheduler=scheduler, device=device,
+               ckpt_dir=ckpt_dir, train_json=out / "train.json", meta=meta, steps_per_epoch=steps_per_epoch,
+               total_steps=total_steps, eval_set=eval_set)
+
+    torch.manual_seed(config.seed)
+    step = _resume(run, out, progress)
+    if step == 0 and 0 in save_at and not (ckpt_dir / "step_0000000.pt").exists():
+        run.save(0, {"train_loss": None, "train_acc": None, "eval_acc": run.evaluate()})
+    _train_loop(run, train_set, n, step, save_at, augment, progress, on_step)
+    meta["finished"] = True
+    write_json(run.train_json, meta)
+    return [ckpt_dir / Path(c["file"]).name for c in meta["checkpoints"]]
+
+
+def _check_train_set(train_set: "Dataset", n: int, num_classes: int | None, config: TrainConfig) -> bool:
+    """Refuse a training set of less than one batch or with labels outside the model's classes;
+    return whether to augment (``config.augment``, or ``None`` resolved from the dataset)."""
+    if n < config.batch_size:
+        raise ValueError(
+            f"the training set has {n} images, fewer than one batch of {config.batch_size}; "
+            f"lower the batch size (--batch-size) or use more images"
+        )
+    _check_labels(train_set, num_classes)
+    augment = config.augment
+    if augment is None:
+        augment = getattr(train_set, "factors", None) is None
+    return augment
+
+
+def _sgd(model: "torch.nn.Module", config: TrainConfig, total_steps: int) -> tuple[Any, Any]:
+    """The SGD optimizer of the recipe and its per-step learning-rate scheduler."""
+    import torch
+
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _LRFactor(config.schedule, total_steps, config.step_milestones, config.step_gamma)
     )
-    build_args = getattr(spec, "build_args", None)
-    meta: dict[str, Any] = {
+    return optimizer, scheduler
+
+
+def _run_meta(spec: "ModelSpec", run_config: dict[str, Any], n: int, eval_set: "Dataset | None",
+              steps_per_epoch: int, total_steps: int) -> dict[str, Any]:
+    """The contents of ``train.json`` before the first checkpoint."""
+    return {
         "model_name": spec.name,
-        "build_args": build_args,
+        "build_args": getattr(spec, "build_args", None),
         "model": spec.describe(),
         "config": run_config,
         "versions": package_versions(),
@@ -324,67 +354,98 @@ def train(
         "finished": False,
     }
 
-    # ---- resume
-    torch.manual_seed(config.seed)
-    step = 0
-    existing = sorted(ckpt_dir.glob("step_*.pt"))
-    train_json = out / "train.json"
-    if existing:
-        old = json.loads(train_json.read_text()) if train_json.is_file() else {}
-        _check_resumable(old, meta, out)
-        last = existing[-1]
-        state = _torch_load(last)
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state.get("rng_state"))
-        step = int(state["step"])
-        meta["checkpoints"] = [c for c in old.get("checkpoints", []) if c["step"] <= step]
-        # listed from the files, not only train.json: an interruption between writing the last
-        # checkpoint and updating train.json must not lose it
-        listed = {c["step"] for c in meta["checkpoints"]}
-        for path in existing:
-            s = int(path.stem.split("_")[1])
-            if s not in listed and s <= step:
-                info = _torch_load(path) if path != last else state
-                meta["checkpoints"].append({"file": f"checkpoints/{path.name}", "step": s,
-                                            "epoch": s / steps_per_epoch, **info.get("metrics", {})})
-        meta["checkpoints"].sort(key=lambda c: c["step"])
-        if progress and step < total_steps:
-            print(f"resuming {out} from {last.name} (epoch {state['epoch']:.3f})")
 
-    def save(step: int, metrics: dict[str, float | None]) -> Path:
-        path = ckpt_dir / f"step_{step:07d}.pt"
+@dataclass
+class _Run:
+    """What one :func:`train` call shares between resuming, checkpointing and the step loop."""
+
+    spec: "ModelSpec"
+    config: TrainConfig
+    model: "torch.nn.Module"
+    optimizer: Any
+    scheduler: Any
+    device: "torch.device"
+    ckpt_dir: Path
+    train_json: Path
+    meta: dict[str, Any]
+    steps_per_epoch: int
+    total_steps: int
+    eval_set: "Dataset | None"
+
+    def save(self, step: int, metrics: dict[str, float | None]) -> Path:
+        """Write the checkpoint of ``step`` and list it (with ``metrics``) in ``train.json``."""
+        path = self.ckpt_dir / f"step_{step:07d}.pt"
         _atomic_torch_save(
             {
-                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "epoch": step / steps_per_epoch,
+                "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                "epoch": step / self.steps_per_epoch,
                 "step": step,
-                "model_name": spec.name,
-                "build_args": build_args,
-                "config": run_config,
+                "model_name": self.spec.name,
+                "build_args": self.meta["build_args"],
+                "config": self.meta["config"],
                 "metrics": metrics,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
                 "rng_state": _get_rng_state(),
             },
             path,
         )
-        meta["checkpoints"].append({"file": f"checkpoints/{path.name}", "step": step,
-                                    "epoch": step / steps_per_epoch, **metrics})
-        write_json(train_json, meta)
+        self.meta["checkpoints"].append({"file": f"checkpoints/{path.name}", "step": step,
+                                         "epoch": step / self.steps_per_epoch, **metrics})
+        write_json(self.train_json, self.meta)
         return path
 
-    def evaluate() -> float | None:
-        if eval_set is None:
+    def evaluate(self) -> float | None:
+        """Top-1 accuracy on the evaluation set, ``None`` without one."""
+        if self.eval_set is None:
             return None
-        return _accuracy(model, eval_set, device, config.eval_batch_size, config.num_workers)
+        return _accuracy(self.model, self.eval_set, self.device, self.config.eval_batch_size,
+                         self.config.num_workers)
 
-    if step == 0 and 0 in save_at and not (ckpt_dir / "step_0000000.pt").exists():
-        save(0, {"train_loss": None, "train_acc": None, "eval_acc": evaluate()})
 
+def _resume(run: _Run, out: Path, progress: bool) -> int:
+    """Restore an interrupted run from its last checkpoint (weights, optimizer, scheduler, RNG
+    states, checkpoint list); return the step to continue from (0 when there is none)."""
+    existing = sorted(run.ckpt_dir.glob("step_*.pt"))
+    if not existing:
+        return 0
+    meta, train_json, steps_per_epoch = run.meta, run.train_json, run.steps_per_epoch
+    old = json.loads(train_json.read_text()) if train_json.is_file() else {}
+    _check_resumable(old, meta, out)
+    last = existing[-1]
+    state = _torch_load(last)
+    run.model.load_state_dict(state["state_dict"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(state.get("rng_state"))
+    step = int(state["step"])
+    meta["checkpoints"] = [c for c in old.get("checkpoints", []) if c["step"] <= step]
+    # listed from the files, not only train.json: an interruption between writing the last
+    # checkpoint and updating train.json must not lose it
+    listed = {c["step"] for c in meta["checkpoints"]}
+    for path in existing:
+        s = int(path.stem.split("_")[1])
+        if s not in listed and s <= step:
+            info = _torch_load(path) if path != last else state
+            meta["checkpoints"].append({"file": f"checkpoints/{path.name}", "step": s,
+                                        "epoch": s / steps_per_epoch, **info.get("metrics", {})})
+    meta["checkpoints"].sort(key=lambda c: c["step"])
+    if progress and step < run.total_steps:
+        print(f"resuming {out} from {last.name} (epoch {state['epoch']:.3f})")
+    return step
+
+
+def _train_loop(run: _Run, train_set: "Dataset", n: int, step: int, save_at: set[int], augment: bool,
+                progress: bool, on_step: Callable[[int], None] | None) -> None:
+    """The SGD steps from ``step`` to the end, epoch by epoch, checkpointing at the steps in ``save_at``."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
+    config, model, device = run.config, run.model, run.device
+    optimizer, scheduler = run.optimizer, run.scheduler
+    steps_per_epoch, total_steps = run.steps_per_epoch, run.total_steps
     bar = tqdm(total=total_steps, initial=step, unit="step", disable=not progress, desc="train")
     loss_sum, correct, seen = 0.0, 0, 0
     t0, images_t0 = time.perf_counter(), 0
@@ -427,8 +488,8 @@ def train(
                     on_step(step)
                 if step in save_at:
                     metrics = {"train_loss": loss_sum / seen, "train_acc": correct / seen,
-                               "eval_acc": evaluate()}
-                    save(step, metrics)
+                               "eval_acc": run.evaluate()}
+                    run.save(step, metrics)
                     model.train()
                     loss_sum, correct, seen = 0.0, 0, 0
                     if progress:
@@ -436,9 +497,6 @@ def train(
                                   + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if v is not None))
     finally:
         bar.close()
-    meta["finished"] = True
-    write_json(train_json, meta)
-    return [ckpt_dir / Path(c["file"]).name for c in meta["checkpoints"]]
 
 
 def _check_labels(dataset: Any, num_classes: int | None) -> None:

@@ -26,6 +26,9 @@ functions return ``nan`` for it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -177,26 +180,38 @@ def cka_with_features(
 
     to = _backend(device)
     chunks = [(a, min(a + batch_size, n)) for a in range(0, n, batch_size)]
-
-    def rows(M: np.ndarray, name: str, a: int, b: int):
-        block = np.asarray(M[a:b], dtype=np.float64)
-        if not np.all(np.isfinite(block)):
-            raise ValueError(f"{name} contains NaN or infinite values; clean the activations first")
-        return to(block)
-
     # pass 1: column means and raw sums of squares (for the constant-column test)
     sx, sz, qx, qz = to(np.zeros(p)), to(np.zeros(k)), to(np.zeros(p)), to(np.zeros(k))
     for a, b in chunks:
-        Xb, Zb = rows(X, "X", a, b), rows(Z, "Z", a, b)
+        Xb, Zb = _chunk(X, "X", a, b, to), _chunk(Z, "Z", a, b, to)
         sx, sz = sx + Xb.sum(axis=0), sz + Zb.sum(axis=0)
         qx, qz = qx + (Xb**2).sum(axis=0), qz + (Zb**2).sum(axis=0)
-    mx, mz = sx / n, sz / n
-    # pass 2: centred cross products; every term below is a sum over images
+    sums = _centred_sums(X, Z, sx / n, sz / n, chunks, to, debiased)
+    # centring a constant column leaves rounding noise, not zeros: treat it as exactly constant
+    if float(np.trace(sums["xtx"])) <= 1e-20 * max(float(_numpy(qx).sum()), 1e-300):
+        return np.full(k, np.nan)
+    out = _cka_from_sums(sums, n, debiased)
+    out[sums["z2"] <= 1e-20 * np.maximum(_numpy(qz), 1e-300)] = np.nan  # constant features
+    return out
+
+
+def _chunk(M: np.ndarray, name: str, a: int, b: int, to: Callable[[np.ndarray], Any]) -> Any:
+    """Rows ``a:b`` of ``M`` as float64 on the accumulation backend ``to``; a ``ValueError`` if not finite."""
+    block = np.asarray(M[a:b], dtype=np.float64)
+    if not np.all(np.isfinite(block)):
+        raise ValueError(f"{name} contains NaN or infinite values; clean the activations first")
+    return to(block)
+
+
+def _centred_sums(X: np.ndarray, Z: np.ndarray, mx: Any, mz: Any, chunks: list[tuple[int, int]],
+                  to: Callable[[np.ndarray], Any], debiased: bool) -> dict[str, Any]:
+    """Pass 2 of :func:`cka_with_features`: the centred cross products, each a sum over images (numpy)."""
+    p, k = X.shape[1], Z.shape[1]
     xtx, xtz = to(np.zeros((p, p))), to(np.zeros((p, k)))
     z2, z4, rxz2 = to(np.zeros(k)), to(np.zeros(k)), to(np.zeros(k))
     rx_sum = rx_sq = 0.0
     for a, b in chunks:
-        Xb, Zb = rows(X, "X", a, b) - mx, rows(Z, "Z", a, b) - mz
+        Xb, Zb = _chunk(X, "X", a, b, to) - mx, _chunk(Z, "Z", a, b, to) - mz
         xtx = xtx + Xb.T @ Xb
         xtz = xtz + Xb.T @ Zb
         Zb2 = Zb**2
@@ -207,24 +222,24 @@ def cka_with_features(
             z4 = z4 + (Zb2**2).sum(axis=0)
             rx_sum += float(rx.sum())
             rx_sq += float((rx**2).sum())
-    xtx, xtz, z2, z4, rxz2, qx, qz = (_numpy(t) for t in (xtx, xtz, z2, z4, rxz2, qx, qz))
-    # centring a constant column leaves rounding noise, not zeros: treat it as exactly constant
-    if float(np.trace(xtx)) <= 1e-20 * max(float(qx.sum()), 1e-300):
-        return np.full(k, np.nan)
-    constant = z2 <= 1e-20 * np.maximum(qz, 1e-300)
+    sums = {name: _numpy(t) for name, t in (("xtx", xtx), ("xtz", xtz), ("z2", z2), ("z4", z4), ("rxz2", rxz2))}
+    return sums | {"rx_sum": rx_sum, "rx_sq": rx_sq}
+
+
+def _cka_from_sums(sums: dict[str, Any], n: int, debiased: bool) -> np.ndarray:
+    """``(k,)`` CKA per feature from the centred sums of :func:`_centred_sums`."""
+    xtx, xtz, z2, z4, rxz2 = sums["xtx"], sums["xtz"], sums["z2"], sums["z4"], sums["rxz2"]
+    rx_sum, rx_sq = sums["rx_sum"], sums["rx_sq"]
     num = np.sum(xtz**2, axis=0)  # ||Xᵀz||² per feature, (k,)
     xx = float(np.sum(xtx**2))  # ||XᵀX||²_F
     ztz = z2**2  # ||zᵀz||²_F = ||z||⁴ for one column, (k,)
     if not debiased:
-        out = _safe_ratio(num, np.sqrt(xx * ztz))
-    else:
-        c1, c2 = n / (n - 2.0), 1.0 / ((n - 1.0) * (n - 2.0))
-        hxz = num - c1 * rxz2 + c2 * rx_sum * z2  # see _debiased_hsic, one column per feature
-        hxx = xx - c1 * rx_sq + c2 * rx_sum**2
-        hzz = ztz - c1 * z4 + c2 * ztz
-        out = _safe_ratio(hxz, np.sqrt(max(hxx, 0.0) * np.maximum(hzz, 0.0)))
-    out[constant] = np.nan
-    return out
+        return _safe_ratio(num, np.sqrt(xx * ztz))
+    c1, c2 = n / (n - 2.0), 1.0 / ((n - 1.0) * (n - 2.0))
+    hxz = num - c1 * rxz2 + c2 * rx_sum * z2  # see _debiased_hsic, one column per feature
+    hxx = xx - c1 * rx_sq + c2 * rx_sum**2
+    hzz = ztz - c1 * z4 + c2 * ztz
+    return _safe_ratio(hxz, np.sqrt(max(hxx, 0.0) * np.maximum(hzz, 0.0)))
 
 
 def _shape_2d(name: str, M: object) -> np.ndarray:

@@ -188,54 +188,19 @@ def flow_scores(
     _check_measure(measure)
     _check_threshold(threshold)
     blocks = _block_order(layers, skip, main)
-    Z = np.asarray(Z)  # no dtype cast: a float32 memmap stays on disk, chunks are read as needed
-    if Z.ndim == 1:
-        Z = Z[:, None]
-    if Z.ndim != 2:
-        raise ValueError(f"Z must have shape (n_images, k), got {Z.shape}")
-    n, k = Z.shape
     sources = {"skip": skip, "main": main, "out": layers}
-    for branch, d in sources.items():
-        for name in blocks:
-            if d[name].shape[0] != n:
-                raise ValueError(
-                    f"{branch} activations of block '{name}' have {d[name].shape[0]} rows but Z has "
-                    f"{n}; they must hold one row per image, in the same order"
-                )
-    ids = np.arange(k) if features is None else np.asarray(features)
-    if ids.shape != (k,):
-        raise ValueError(f"features must hold {k} ids (one per column of Z), got shape {ids.shape}")
+    Z, ids = _check_codes(Z, sources, blocks, features)
+    k = Z.shape[1]
 
     nan = np.full((len(blocks), k), np.nan)
     cka = {b: nan.copy() for b in _BRANCHES}
     iv = {b: nan.copy() for b in _BRANCHES}
     if measure in ("cka", "both"):
-        from .cka import cka_with_features
-
-        cka_device = None if str(device) == "cpu" else device  # numpy on the CPU, torch elsewhere
-
-        jobs = [(branch, i, name) for branch in _BRANCHES for i, name in enumerate(blocks)]
-        if progress:
-            from tqdm.auto import tqdm
-
-            jobs = tqdm(jobs, desc="flow CKA", unit="branch")
-        for branch, i, name in jobs:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # constant features -> nan
-                cka[branch][i] = cka_with_features(sources[branch][name], Z, debiased=debiased,
-                                                   device=cka_device)
+        _fill_cka(cka, sources, blocks, Z, debiased=debiased, device=device, progress=progress)
     depth = share = None
     if measure in ("iv", "both"):
-        from ..complexity import complexity
-
-        kwargs: dict[str, Any] = {} if alphas is None else {"alphas": tuple(alphas)}
-        # one engine call over all 3 * n_blocks arrays: same folds for every branch, and the
-        # engine's per-call set-up is paid once
-        stacked = {f"{branch}/{name}": sources[branch][name] for branch in _BRANCHES for name in blocks}
-        res = complexity(stacked, Z, n_folds=n_folds, seed=seed, device=device, progress=progress,
-                         **kwargs)
-        per_layer = np.asarray(res.per_layer, dtype=np.float64).reshape(len(_BRANCHES), len(blocks), k)
-        iv = dict(zip(_BRANCHES, per_layer))
+        iv = _iv_per_block(sources, blocks, Z, n_folds=n_folds, seed=seed, alphas=alphas, device=device,
+                           progress=progress)
         depth = teleport_depth(iv["skip"], iv["out"], threshold, eps=eps)
         share = skip_share(iv["skip"], iv["out"], eps=eps)
     return FlowResult(
@@ -247,6 +212,64 @@ def flow_scores(
                               "alphas": None if alphas is None else list(alphas)},
         skip_share=share,
     )
+
+
+def _check_codes(Z: np.ndarray, sources: Mapping[str, Mapping[str, np.ndarray]], blocks: list[str],
+                 features: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``Z`` as ``(n_images, k)`` with as many rows as every branch array, and the ``(k,)`` feature ids."""
+    Z = np.asarray(Z)  # no dtype cast: a float32 memmap stays on disk, chunks are read as needed
+    if Z.ndim == 1:
+        Z = Z[:, None]
+    if Z.ndim != 2:
+        raise ValueError(f"Z must have shape (n_images, k), got {Z.shape}")
+    n, k = Z.shape
+    for branch, d in sources.items():
+        for name in blocks:
+            if d[name].shape[0] != n:
+                raise ValueError(
+                    f"{branch} activations of block '{name}' have {d[name].shape[0]} rows but Z has "
+                    f"{n}; they must hold one row per image, in the same order"
+                )
+    ids = np.arange(k) if features is None else np.asarray(features)
+    if ids.shape != (k,):
+        raise ValueError(f"features must hold {k} ids (one per column of Z), got shape {ids.shape}")
+    return Z, ids
+
+
+def _fill_cka(cka: dict[str, np.ndarray], sources: Mapping[str, Mapping[str, np.ndarray]], blocks: list[str],
+              Z: np.ndarray, *, debiased: bool, device: str, progress: bool) -> None:
+    """Fill ``cka[branch][block index]`` with the linear CKA of every branch and block with each feature."""
+    from .cka import cka_with_features
+
+    cka_device = None if str(device) == "cpu" else device  # numpy on the CPU, torch elsewhere
+
+    jobs = [(branch, i, name) for branch in _BRANCHES for i, name in enumerate(blocks)]
+    if progress:
+        from tqdm.auto import tqdm
+
+        jobs = tqdm(jobs, desc="flow CKA", unit="branch")
+    for branch, i, name in jobs:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # constant features -> nan
+            cka[branch][i] = cka_with_features(sources[branch][name], Z, debiased=debiased,
+                                               device=cka_device)
+
+
+def _iv_per_block(sources: Mapping[str, Mapping[str, np.ndarray]], blocks: list[str], Z: np.ndarray, *,
+                  n_folds: int, seed: int, alphas: Sequence[float] | None, device: str,
+                  progress: bool) -> dict[str, np.ndarray]:
+    """``{branch: (n_blocks, k)}`` held-out ``I_V`` of every branch and block with each feature."""
+    from ..complexity import complexity
+
+    k = Z.shape[1]
+    kwargs: dict[str, Any] = {} if alphas is None else {"alphas": tuple(alphas)}
+    # one engine call over all 3 * n_blocks arrays: same folds for every branch, and the
+    # engine's per-call set-up is paid once
+    stacked = {f"{branch}/{name}": sources[branch][name] for branch in _BRANCHES for name in blocks}
+    res = complexity(stacked, Z, n_folds=n_folds, seed=seed, device=device, progress=progress,
+                     **kwargs)
+    per_layer = np.asarray(res.per_layer, dtype=np.float64).reshape(len(_BRANCHES), len(blocks), k)
+    return dict(zip(_BRANCHES, per_layer))
 
 
 def teleport_depth(

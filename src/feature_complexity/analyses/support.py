@@ -174,25 +174,16 @@ def support_curves(
     def accuracy(keep: np.ndarray) -> float:
         return float(np.mean(correct(keep)))
 
-    def top(order: np.ndarray, frac: float) -> np.ndarray:
-        keep = np.zeros(k, dtype=bool)
-        keep[order[: int(round(frac * k))]] = True
-        return keep
-
     correct_all = correct(np.ones(k, dtype=bool))
     everything = float(np.mean(correct_all))
     if A is not None:
-        A = as_array(A, "A", 2, expected="(n_images, d)")
-        if A.shape[0] != n:
-            raise ValueError(f"A has {A.shape[0]} images but Z has {n}; they must describe the same images")
-        ref = _logits(lambda a, b: A[a:b], n, head, batch_size, device)
-        reference, ref_acc = "model", float(np.mean(ref.argmax(axis=1)[known] == y[known]))
+        reference, ref_acc = "model", _model_accuracy(A, n, head, batch_size, device, y, known)
     else:
         reference, ref_acc = "dictionary", everything
     orders = feature_orders(G, K, seed=seed)
-    acc = {name: np.array([accuracy(top(o, f)) for f in p]) for name, o in orders.items()}
+    acc = {name: np.array([accuracy(_keep_top(o, f, k)) for f in p]) for name, o in orders.items()}
     rel = {name: a / ref_acc if ref_acc > 0 else np.full_like(a, np.nan) for name, a in acc.items()}
-    head_part = top(orders["abs_importance"], tail_split)
+    head_part = _keep_top(orders["abs_importance"], tail_split, k)
     correct_head = correct(head_part)
     gain = (everything - float(np.mean(correct_head))) / ref_acc if ref_acc > 0 else float("nan")
     return Support(
@@ -202,6 +193,23 @@ def support_curves(
         tail_mean_complexity=float(np.mean(K[~head_part])) if (~head_part).any() else float("nan"),
         n_labelled=int(known.sum()), correct_all=correct_all, correct_head=correct_head,
     )
+
+
+def _keep_top(order: np.ndarray, frac: float, k: int) -> np.ndarray:
+    """``(k,)`` bool mask of the first ``round(frac * k)`` features of ``order``."""
+    keep = np.zeros(k, dtype=bool)
+    keep[order[: int(round(frac * k))]] = True
+    return keep
+
+
+def _model_accuracy(A: np.ndarray, n: int, head: Callable, batch_size: int, device: str | None, y: np.ndarray,
+                    known: np.ndarray) -> float:
+    """Top-1 accuracy of ``head(A)`` (the full model) on the labelled images."""
+    A = as_array(A, "A", 2, expected="(n_images, d)")
+    if A.shape[0] != n:
+        raise ValueError(f"A has {A.shape[0]} images but Z has {n}; they must describe the same images")
+    ref = _logits(lambda a, b: A[a:b], n, head, batch_size, device)
+    return float(np.mean(ref.argmax(axis=1)[known] == y[known]))
 
 
 def columns(result: Support) -> dict[str, np.ndarray]:

@@ -117,21 +117,8 @@ def fit_dictionary(
     else:
         name = resolve_learner(learner, float(A.min()))
         impl = get_learner(name)
-    if impl.requires_nonnegative:  # before any class bookkeeping: the most useful message first
-        from .nmf import check_nonnegative
-
-        check_nonnegative(A)
-    if method not in impl.scopes:
-        raise ValueError(f"learner {name!r} supports {' and '.join(impl.scopes)} dictionaries, not "
-                         f"{method!r}; use --dictionary {impl.scopes[0]}")
-    classes = None
-    if image_class is not None:
-        classes = as_class_indices(as_array(image_class, "image_class", 1), "image_class")
-        if classes.shape != (n,):
-            raise ValueError(f"image_class must have shape ({n},), one class per row of A, got {classes.shape}")
-        if (classes < 0).any():
-            raise ValueError(f"{int((classes < 0).sum())} rows have a negative class (unknown label); use "
-                             "the model's predictions for them: np.where(labels >= 0, labels, logits.argmax(1))")
+    _check_learner(impl, name, method, A)
+    classes = _image_classes(image_class, n)
     if method == "global":
         k = n_atoms if n_atoms is not None else r * (int(classes.max()) + 1 if classes is not None else 1)
         if k < 1:
@@ -141,6 +128,41 @@ def fit_dictionary(
     if classes is None:
         raise ValueError("method='per_class' needs the class of every image (row of A); pass the labels (or "
                          "the model's predictions where labels are unknown), or use method='global'")
+    fitted = _fitted_classes(classes, r, d, n_classes, skip_empty_classes)
+    keep = np.isin(classes, fitted)
+    dictionary = impl.fit(A[keep], classes[keep], scope="per_class", n_atoms_per_class=r, n_atoms=None,
+                          seed=seed, max_iter=max_iter, device=device, progress=progress)
+    _warn_zero_atoms(dictionary)
+    return dictionary
+
+
+def _check_learner(impl: DictionaryLearner, name: str, method: str, A: np.ndarray) -> None:
+    """Refuse signed activations for a non-negative learner, and a scope the learner lacks."""
+    if impl.requires_nonnegative:  # before any class bookkeeping: the most useful message first
+        from .nmf import check_nonnegative
+
+        check_nonnegative(A)
+    if method not in impl.scopes:
+        raise ValueError(f"learner {name!r} supports {' and '.join(impl.scopes)} dictionaries, not "
+                         f"{method!r}; use --dictionary {impl.scopes[0]}")
+
+
+def _image_classes(image_class: np.ndarray | None, n: int) -> np.ndarray | None:
+    """``image_class`` as ``(n,)`` non-negative class indices (``None`` stays ``None``)."""
+    if image_class is None:
+        return None
+    classes = as_class_indices(as_array(image_class, "image_class", 1), "image_class")
+    if classes.shape != (n,):
+        raise ValueError(f"image_class must have shape ({n},), one class per row of A, got {classes.shape}")
+    if (classes < 0).any():
+        raise ValueError(f"{int((classes < 0).sum())} rows have a negative class (unknown label); use "
+                         "the model's predictions for them: np.where(labels >= 0, labels, logits.argmax(1))")
+    return classes
+
+
+def _fitted_classes(classes: np.ndarray, r: int, d: int, n_classes: int | None,
+                    skip_empty_classes: bool) -> np.ndarray:
+    """The classes a per-class dictionary fits: those with at least ``r`` images (warns about the rest)."""
     if r > d:
         raise ValueError(f"n_atoms_per_class={r} is larger than the activation dimension d={d}; use at most "
                          f"{d} atoms per class (--atoms-per-class)")
@@ -160,12 +182,8 @@ def fit_dictionary(
                          "class; pass skip_empty_classes=True to give such classes no atoms")
     if small:
         warnings.warn(f"{len(small)} classes have fewer images than --atoms-per-class {r} and get no "
-                      f"atoms (e.g. classes {small[:10]})", stacklevel=2)
-    keep = np.isin(classes, fitted)
-    dictionary = impl.fit(A[keep], classes[keep], scope="per_class", n_atoms_per_class=r, n_atoms=None,
-                          seed=seed, max_iter=max_iter, device=device, progress=progress)
-    _warn_zero_atoms(dictionary)
-    return dictionary
+                      f"atoms (e.g. classes {small[:10]})", stacklevel=3)
+    return fitted
 
 
 def _warn_zero_atoms(dictionary: Dictionary) -> None:

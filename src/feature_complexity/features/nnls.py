@@ -1316,18 +1316,9 @@ def encode(
     A: np.ndarray | torch.Tensor,
     D: np.ndarray | torch.Tensor,
     *,
-    device: str | torch.device = "cpu",
-    batch_size: int = 4096,
-    max_iter: int = 500,
-    tol: float = 1e-6,
-    dtype: torch.dtype | None = None,
-    method: str = "auto",
-    max_steps: int | None = None,
-    refine: bool = True,
-    check_every: int = 10,
-    progress: bool = False,
-    return_info: bool = False,
-    blocks: np.ndarray | None = None,
+    device: str | torch.device = "cpu", batch_size: int = 4096, max_iter: int = 500, tol: float = 1e-6,
+    dtype: torch.dtype | None = None, method: str = "auto", max_steps: int | None = None, refine: bool = True,
+    check_every: int = 10, progress: bool = False, return_info: bool = False, blocks: np.ndarray | None = None,
     max_memory: int | None = None,
 ) -> np.ndarray | tuple[np.ndarray, dict[str, float]]:
     """Non-negative codes of every image on a fixed dictionary: ``Z = argmin_{Z≥0} ||A − Z D||²``.
@@ -1336,34 +1327,26 @@ def encode(
     treat all rows of a batch at once on ``device``, with no per-image Python loop. ``D`` may be
     signed (Semi-NMF, sparse autoencoders); the codes are non-negative either way.
 
-    Solvers (``method``):
+    Solvers (``method``; the module docstring describes the algorithms):
 
     - ``"auto"`` (default) = ``"working_set"``, on the CPU and on a GPU.
     - ``"working_set"``: exact, for dictionaries of any size (10,000 atoms in 2,048 dimensions
-      included). Every image starts from its 32 atoms of largest correlation; its NNLS on that
-      working set is solved exactly (block principal pivoting on the gathered Gram sub-block,
-      Lawson–Hanson where atoms are linearly dependent); the gradient on all atoms comes from the
-      full Gram matrix's rows of the support (when formed, see ``max_memory``) or from one
-      product with ``D`` (screened in float32, confirmed in float64); the violators join the
-      set, repeat until none is left. Computes in float64. Rows it cannot finish (working set
-      outgrowing ``max_memory``, KKT residual above ``tol``) go to FISTA (``n_fallback``).
+      included); computes in float64. Rows it cannot finish (working set outgrowing
+      ``max_memory``, KKT residual above ``tol``) go to FISTA (``n_fallback``).
     - ``"scipy"``: ``scipy.optimize.nnls`` image by image (compiled Lawson–Hanson, Python loop
       over images): the reference; seconds per image at 10,000 atoms.
-    - ``"active_set"``: Lawson–Hanson, the algorithm of ``scipy.optimize.nnls``, batched on the
-      full ``(k, k)`` Gram matrix: exact (matches SciPy to ~1e-12 whatever ``tol``) but each of
-      its ≈ support-size steps costs ``k²`` per image. Rows not settled within ``max_steps``
-      continue with FISTA (stopping rule ``tol``) from where they stopped.
-    - ``"fista"``: accelerated projected gradient with per-image adaptive restart, step ``1/L``
-      (``L`` = largest eigenvalue of ``D Dᵀ``), stopping when the projected-gradient (KKT) norm
+    - ``"active_set"``: Lawson–Hanson batched on the full ``(k, k)`` Gram matrix: exact (matches
+      SciPy to ~1e-12 whatever ``tol``) but each of its ≈ support-size steps costs ``k²`` per
+      image. Rows not settled within ``max_steps`` continue with FISTA from where they stopped.
+    - ``"fista"``: accelerated projected gradient, stopping when the projected-gradient (KKT) norm
       falls below ``tol`` times its value at ``z = 0``, then (``refine``) conjugate-gradient
       steps on each image's support. Accurate on well-conditioned dictionaries only.
 
-    Per-class codes (``blocks``): with ``blocks`` a ``(k,)`` int array (e.g. a per-class
-    dictionary's ``feature_class``), each row is encoded against each block separately: ``z``
-    restricted to block ``c`` is ``NNLS(a, D[blocks == c])``, the cheaper reading of the paper
-    (paper-method.md §2.2), as if each class's atoms alone had to explain the image. Blocks of
-    up to 64 atoms are solved as one batch of (image, block) problems; with another ``method``,
-    or larger blocks, block by block.
+    Per-class codes (``blocks``, e.g. a per-class dictionary's ``feature_class``): ``z`` restricted
+    to block ``c`` is ``NNLS(a, D[blocks == c])``, as if each class's atoms alone had to explain
+    the image (the cheaper reading of the paper, paper-method.md §2.2). Blocks of up to 64 atoms
+    are solved as one batch of (image, block) problems; with another ``method``, or larger
+    blocks, block by block.
 
     Args:
         A: activations ``(n_images, d)``, numpy array or torch tensor. Need not be non-negative.
@@ -1406,16 +1389,14 @@ def encode(
                   check_every, progress, max_memory)
     A_np, D_np = _check_arrays(A, D)
     labels = _check_blocks(blocks, D_np.shape[0])
-    if labels is None:
-        Z, rel, fallback = _encode_dense(A_np, D_np, s)
-    else:
-        Z, rel, fallback = _encode_blocks(A_np, D_np, labels, s)
-    if not return_info:
-        return Z
-    n = A_np.shape[0]
-    info = {
+    Z, rel, fallback = _encode_dense(A_np, D_np, s) if labels is None else _encode_blocks(A_np, D_np, labels, s)
+    return (Z, _info(rel, fallback, A_np.shape[0])) if return_info else Z
+
+
+def _info(rel: np.ndarray, fallback: np.ndarray, n: int) -> dict[str, float]:
+    """The ``return_info`` dict of :func:`encode` from the per-row relative KKT residuals and fallbacks."""
+    return {
         "max_relative_kkt": float(rel.max()) if n else 0.0,
         "median_relative_kkt": float(np.median(rel)) if n else 0.0,
         "n_fallback": float(fallback.sum()),
     }
-    return Z, info
