@@ -960,7 +960,7 @@ def _encode_all_pairs(
     unsettled = np.zeros(n, dtype=bool)
     with torch.no_grad():
         for i in _batches(n, rows, s.progress):
-            Ab = torch.as_tensor(A_np[i : i + rows], dtype=torch.float64, device=s.device)
+            Ab = torch.from_numpy(np.array(A_np[i : i + rows], dtype=np.float64)).to(s.device)
             Z, rel, ok = _encode_pairs(
                 Ab, D, idx, valid, Gc, max_steps=s.steps(r, D_np.shape[1]),
                 max_elements=s.max_elements,
@@ -1123,7 +1123,7 @@ def _encode_torch(
     prob = _Problem(Dt, Dt @ Dt.T if use_gram else None)
     with torch.no_grad():
         for i in _batches(n, s.batch_size, s.progress):
-            Bb = torch.as_tensor(A_np[i : i + s.batch_size], dtype=work, device=s.device) @ Dt.T
+            Bb = torch.from_numpy(np.array(A_np[i : i + s.batch_size])).to(device=s.device, dtype=work) @ Dt.T
             if s.method == "active_set":
                 assert prob.G is not None  # use_gram is always on for active_set
                 Zb, ok = _lawson_hanson(
@@ -1186,7 +1186,7 @@ def _encode_working_set(
     todo = np.zeros(n, dtype=bool)
     with torch.no_grad():
         for i in _batches(n, rows, s.progress):
-            Ab = torch.as_tensor(A_np[i : i + rows], dtype=torch.float64, device=s.device)
+            Ab = torch.from_numpy(np.array(A_np[i : i + rows], dtype=np.float64)).to(s.device)
             Z, rel, ok = _working_set(
                 Ab, *parts, max_steps=s.steps(k, d), max_elements=s.max_elements,
                 max_width=_ws_max_width(Ab.shape[0], s),
@@ -1195,7 +1195,7 @@ def _encode_working_set(
             todo[i : i + rows] = ~(ok & (rel <= s.tol)).cpu().numpy()
         fallback = np.zeros(n, dtype=bool)
         for r in np.flatnonzero(todo):
-            Ab = torch.as_tensor(A_np[r : r + 1], dtype=torch.float64, device=s.device)
+            Ab = torch.from_numpy(np.array(A_np[r : r + 1], dtype=np.float64)).to(s.device)
             Z, rel, ok = _working_set(
                 Ab, *parts, max_steps=s.steps(k, d), max_elements=s.max_elements,
                 max_width=_ws_max_width(1, s),
