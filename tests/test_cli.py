@@ -97,6 +97,24 @@ def test_data_with_other_classes_is_grouped_by_prediction_and_finishes(capsys, t
     assert "--class-source prediction" in err
 
 
+def test_fit_data_keeps_all_its_images_and_drops_labels_of_other_classes(capsys, tmp_path):
+    """--limit subsets the probe images only; --fit-data of 3 classes for a 10-class model is
+    grouped by prediction like --data (its folder indices are not the model's classes)."""
+    import json
+
+    fit = _folder(tmp_path / "fit", {"a": 12, "b": 12, "c": 12})
+    out = tmp_path / "r"
+    assert main(["run", "--model", "cifar-resnet20", "--weights", "random", "--data", "trifeature",
+                 "--limit", "20", "--fit-data", str(fit), "--fit-memory", "1", "--out", str(out), *FAST]) == 0
+    err = capsys.readouterr().err
+    assert "the fit data has 3 classes, the model 10: labels are ignored" in err
+    layout = json.loads((out / "fit_samples" / "layout.json").read_text())
+    assert layout["n_rows"] == 36, layout  # every fit image, not --limit 20
+    err = _error(capsys, ["run", "--model", "cifar-resnet20", "--weights", "random", "--data", "trifeature",
+                          "--fit-data", str(fit), "--fit-memory", "0", "--out", str(tmp_path / "r2"), *FAST])
+    assert "--fit-memory must be a positive number" in err
+
+
 def test_converted_images_are_said_once_with_counts(capsys, tmp_path):
     data = _folder(tmp_path / "imgs", {"a": 6, "b": 6}, gray=2)
     main(["run", "--model", "small-resnet", "--weights", "random", "--num-classes", "2", "--data", str(data),

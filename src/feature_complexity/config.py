@@ -147,6 +147,8 @@ class RunConfig:
             _at_least("--n-atoms", self.n_atoms, 1)
         if self.fit_per_class is not None:
             _at_least("--fit-per-class", self.fit_per_class, 1)
+        if not self.fit_memory_gb > 0:
+            raise ValueError(f"--fit-memory must be a positive number of GB, got {self.fit_memory_gb}")
         if not 0 < self.confidence < 1:
             raise ValueError(f"--confidence must be in (0, 1), got {self.confidence}")
         if not 0 < self.teleport_threshold <= 1:

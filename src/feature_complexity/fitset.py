@@ -133,6 +133,13 @@ def _gather(ctx: "Context") -> FitSamples:
     if keep < per_image and ctx.comm.is_main:
         ctx.log(f"fit samples: {len(images)} images × {per_image} {cfg.fit_samples} samples exceed "
                 f"--fit-memory {cfg.fit_memory_gb} GB; keeping {keep} random samples per image")
+    if budget < 1 and ctx.comm.is_main:
+        import warnings
+
+        need = len(images) * 4 * d / 2**30
+        warnings.warn(f"--fit-memory {cfg.fit_memory_gb} GB is less than one sample per fit image "
+                      f"({need:.1f} GB): keeping one per image anyway; raise --fit-memory or lower "
+                      "--fit-per-class", stacklevel=2)
     folder = ctx.workdir("fit_samples", ctx.out / "fit_samples") if ctx.out is not None else None
     store = RowStore(folder) if folder is not None else None
     rows = len(images) * keep

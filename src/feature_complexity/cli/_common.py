@@ -182,11 +182,13 @@ def build_spec(args: argparse.Namespace) -> Any:
 
 
 def open_data(args: argparse.Namespace, spec: Any, *, data: str | None = None, limit: int | None = None,
-              train: bool | None = None, default_limit: int = 5000) -> Any:
-    """``--data`` (or ``data``) in ``spec``'s preprocessing, with ``--limit`` applied."""
+              train: bool | None = None, default_limit: int = 5000, apply_limit: bool = True) -> Any:
+    """``--data`` (or ``data``) in ``spec``'s preprocessing, with ``--limit`` applied (unless
+    ``apply_limit`` is false: ``--limit`` subsets the probe images, never ``--fit-data``)."""
     from feature_complexity.data import balanced_indices, open_source
 
-    limit = args.limit if limit is None else limit
+    if apply_limit and limit is None:
+        limit = args.limit
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be >= 1, got {limit}")
     source = open_source(

@@ -42,14 +42,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--fit-per-class", type=int, default=None, help="at most this many fit images per class")
     f.add_argument("--fit-samples", choices=["pooled", "spatial", "crops"], default="pooled",
                    help="one pooled vector per image, every position of the penultimate map, or CRAFT crops")
+    f.add_argument("--fit-memory", type=float, default=4.0,
+                   help="GB the gathered fit samples may take (random positions per image are kept below it)")
     add_analysis_arguments(p)
     add_execution_arguments(p)
     p.set_defaults(func=_run)
 
 
-def prepare_data(args: argparse.Namespace, spec: Any, config: Any) -> Any:
-    """The probe images, with labels dropped (and said so) when their classes are not the model's."""
-    source = open_data(args, spec)
+def prepare_data(args: argparse.Namespace, spec: Any, config: Any, *, fit: bool = False) -> Any:
+    """The probe images (or, with ``fit``, the ``--fit-data`` images: all of them, training split),
+    with labels dropped (and said so) when their classes are not the model's."""
+    source = open_data(args, spec, data=args.fit_data, apply_limit=False, train=True) if fit else open_data(args, spec)
+    what = "the fit data" if fit else "the data"
     note = source.conversion_note()
     if note:
         warn(note)
@@ -57,10 +61,10 @@ def prepare_data(args: argparse.Namespace, spec: Any, config: Any) -> Any:
         # folder indices are not the model's class indices (10 ImageNet class folders for a
         # 1000-class model): as labels they would give wrong accuracies and importances
         if config.class_source == "label":
-            raise ValueError(f"--class-source label needs data whose classes are the model's: the data has "
+            raise ValueError(f"--class-source label needs data whose classes are the model's: {what} has "
                              f"{plural(len(source.classes), 'class')}, the model {spec.num_classes}; use "
                              "--class-source prediction (or auto)")
-        warn(f"the data has {plural(len(source.classes), 'class')}, the model {spec.num_classes}: labels are "
+        warn(f"{what} has {plural(len(source.classes), 'class')}, the model {spec.num_classes}: labels are "
              "ignored and images are grouped by the model's predictions")
         return source.without_labels()
     if spec.class_names is None:
@@ -72,14 +76,15 @@ def _run(args: argparse.Namespace) -> int:
     from feature_complexity.pipeline import run_analysis
 
     apply_threads(args)
-    args.extra_config = {"fit_samples": args.fit_samples, "fit_per_class": args.fit_per_class}
+    args.extra_config = {"fit_samples": args.fit_samples, "fit_per_class": args.fit_per_class,
+                         "fit_memory_gb": args.fit_memory}
     config = config_from_args(args)
     check_device(config.device)
     out = check_out_dir(args.out)
     spec = build_spec(args)
     source = prepare_data(args, spec, config)
     check_class_sizes(source.labels, config.n_atoms_per_class, config.class_source)
-    fit = None if args.fit_data is None else open_data(args, spec, data=args.fit_data, limit=None, train=True)
+    fit = None if args.fit_data is None else prepare_data(args, spec, config, fit=True)
     model_info = {"name": args.model, "weights": args.weights, "num_classes": args.num_classes,
                   "checkpoint": str(Path(args.checkpoint).resolve()) if args.checkpoint else None}
     result = run_analysis(spec, source, out, config, fit_dataset=fit, model_info=model_info,
