@@ -98,7 +98,7 @@ def run_stages(args: argparse.Namespace, data: dict[str, Any]) -> dict[str, dict
 
     import feature_complexity as fc
 
-    dev, out = args.device, {}
+    dev, out = args.device, _Progress()
     fit, probe = data["fit"], data["probe"]
     dic, t = _timed(dev, lambda: fc.fit_dictionary(fit.A, fit.classes, args.atoms_per_class, device=dev,
                                                    seed=args.seed))
@@ -116,6 +116,14 @@ def run_stages(args: argparse.Namespace, data: dict[str, Any]) -> dict[str, dict
     out["fidelity"] = {"seconds": t, "agreement": kept, "fixed": False}
     out["report"] = {"seconds": _report_seconds(int(dic.D.shape[0]), args.classes), "fixed": True}
     return out
+
+
+class _Progress(dict):
+    """The stage table, printing each stage as it finishes (a long CPU run shows where it is)."""
+
+    def __setitem__(self, name: str, row: dict[str, Any]) -> None:
+        print(f"  {name}: {row['seconds']:.1f} s ({_load()})", flush=True)
+        super().__setitem__(name, row)
 
 
 def _agreement(head: Any, A: np.ndarray, A_hat: np.ndarray) -> float:

@@ -25,6 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 README = REPO / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+#: row labels (a claim's id and its statistic, from the first run that has it)
+LABELS: dict[str, str] = {}
 
 RUNS: dict[str, list[str]] = {
     "demo": ["demo", "--out", "runs/readme-demo", "--threads", "1", "--quiet"],
@@ -33,11 +35,10 @@ RUNS: dict[str, list[str]] = {
                  "--robustness-images", "200", "--robustness-draws", "20", "--threads", "1", "--quiet",
                  "--out", "runs/readme-r20"],
 }
-CLAIMS = [("k_vs_importance", "Spearman(K, Γ): complex features matter less"),
-          ("k_vs_abs_importance", "Spearman(K, |Γ|)"),
-          ("skip_share_vs_k", "Spearman(skip share, K): simple features ride the skips"),
-          ("robustness_vs_k", "Spearman(noise sensitivity, K)"),
-          ("a_vs_k", "dynamics: Spearman(A, K), complex features emerge late")]
+#: the claims of findings.json, in the paper's order (analyses/findings.py: CLAIMS)
+CLAIMS = ["spectrum", "k_vs_importance", "k_vs_abs_importance", "skip_share_vs_k", "teleport_depth_vs_k",
+          "redundancy_vs_k", "robustness_vs_k", "hoyer_vs_k", "purity_vs_k", "support_tail", "a_vs_k",
+          "mean_k_rises", "sedimentation", "k_vs_importance_first_epoch"]
 
 
 def run(name: str) -> float:
@@ -78,16 +79,20 @@ def column(name: str) -> dict[str, str]:
         + (f" / {100 * fid['accuracy_kept']:.1f} %" if fid.get("accuracy_kept") is not None else ""),
         "complexity K, median [range]": f"{K.median():.2f} [{K.min():.2f}, {K.max():.2f}]",
     }
-    for claim, label in CLAIMS:
-        cells[label] = _cell(findings.get(claim))
+    for claim in CLAIMS:
+        row = findings.get(claim)
+        label = f"`{claim}`" + (f": {row['statistic']}" if row and row.get("statistic") else "")
+        cells[claim] = _cell(row)
+        LABELS.setdefault(claim, label)
     return cells
 
 
 def table(columns: dict[str, dict[str, str]], walls: dict[str, float]) -> str:
     names = list(columns)
     head = "| | " + " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n"
-    rows = [f"| {label} | " + " | ".join(columns[n].get(label, "") for n in names) + " |"
-            for label in columns[names[0]]]
+    keys = list(dict.fromkeys(k for n in names for k in columns[n]))
+    rows = [f"| {LABELS.get(key, key)} | " + " | ".join(columns[n].get(key, "not computed") for n in names) + " |"
+            for key in keys]
     cmds = "\n".join(f"    feature-complexity {' '.join(RUNS[n])}" for n in names)
     timing = ", ".join(f"{n} {walls[n]:.0f} s" for n in names if n in walls)
     where = (f"Measured by `docs/make_results.py` on {time.strftime('%Y-%m-%d')}, {platform.machine()}, "

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
 FAST = ["--folds", "3", "--robustness-images", "0", "--evidence-features", "0", "--no-report", "--quiet",
         "--threads", "1", "--batch-size", "64"]
