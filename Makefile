@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # torch/torchvision pinned to the releases available on this project's machines
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test test-fast test-distributed lint mutation bench clean
+.PHONY: install demo test test-fast test-long lint mutation bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,16 +19,17 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/feature-complexity demo --out runs/demo
 
-# the README's test command: everything but the multi-process torchrun tests, one worker per core
+# the README's test command: everything but the long end-to-end and torchrun tests, one worker per core
 test: install
-	$(PY) -m pytest -q -n auto -m "not distributed"
+	$(PY) -m pytest -q -n auto -m "not distributed and not long"
 
 test-fast: install
-	$(PY) -m pytest -q -n auto -m "not slow and not browser and not distributed"
+	$(PY) -m pytest -q -n auto -m "not slow and not browser and not distributed and not long"
 
-# 2 gloo processes against one, and a worker killed mid-pass (CI runs these after make test)
-test-distributed: install
-	$(PY) -m pytest -q -m distributed
+# the demo and a ResNet-50 end to end, 2 gloo processes against one, a worker killed mid-pass
+# (minutes each; CI runs these after make test; the torchrun tests start their own 2 processes)
+test-long: install
+	$(PY) -m pytest -q -m "long or distributed"
 
 # style and types (CI runs this before the tests)
 lint: install

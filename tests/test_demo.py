@@ -10,14 +10,17 @@ import pytest
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_demo_end_to_end_and_factor_ground_truth(tmp_path):
     from feature_complexity.cli.demo_cmd import run_demo
 
     # the smallest training that learns shape (about 80 % on 8 shapes; 15-20 s on 2 idle cores)
-    out = run_demo(tmp_path / "demo", train_images=5000, probe_images=1000, epochs=5, seed=0,
-                   progress=False)
+    result = run_demo(tmp_path / "demo", train_images=5000, probe_images=1000, epochs=5, seed=0,
+                      progress=False)
+    out = result.out_dir
     for name in ("manifest.json", "features.parquet", "fidelity.json", "factors.json", "report.html",
-                 "training/train.json", "dynamics/dynamics.json", "flow.json",
+                 "training/train.json", "dynamics.json", "dynamics/features.parquet", "flow.json", "findings.json",
+                 "controls/random-init/features.parquet",
                  "figures/complexity_hist.png", "figures/decodability.png",
                  "figures/complexity_importance.png", "figures/factors.png", "figures/flow.png"):
         assert (out / name).exists(), name
@@ -39,5 +42,5 @@ def test_demo_end_to_end_and_factor_ground_truth(tmp_path):
 
     manifest = json.loads((out / "manifest.json").read_text())
     for stage in ("train", "activations", "dictionary", "codes", "complexity", "importance",
-                  "dynamics", "report", "demo_total"):
-        assert stage in manifest["timings"], stage
+                  "control/random-init", "dynamics", "findings", "report"):
+        assert manifest["stages"][stage]["status"] == "computed", stage

@@ -30,6 +30,7 @@ def _image_folder(root, n_classes: int = 4, per_class: int = 6, size: int = 224)
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_resnet50_run_with_a_separate_fit_set(tmp_path):
     fit = tmp_path / "fit"
     _image_folder(fit)
