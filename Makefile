@@ -29,7 +29,8 @@ test-fast: install
 # the demo and a ResNet-50 end to end, 2 gloo processes against one, a worker killed mid-pass
 # (minutes each; CI runs these after make test; the torchrun tests start their own 2 processes)
 test-long: install
-	$(PY) -m pytest -q -m "long or distributed"
+	$(PY) -m pytest -q -n auto -m long
+	$(PY) -m pytest -q -m distributed
 
 # style and types (CI runs this before the tests)
 lint: install
