@@ -37,7 +37,8 @@ def test_resnet50_run_with_a_separate_fit_set(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "feature_complexity", "run", "--model", "resnet50", "--weights", "random",
            "--fit-data", str(fit), "--fit-samples", "spatial", "--data", "trifeature", "--limit", "32",
-           "--atoms-per-class", "2", "--folds", "3", "--ci-groups", "0", "--robustness-images", "0", "--evidence-features", "0",
+           "--atoms-per-class", "2", "--folds", "3", "--ci-groups", "0", "--robustness-images", "0",
+           "--evidence-features", "0",
            "--no-report", "--quiet", "--threads", "1", "--batch-size", "16", "--device", "cpu", "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
