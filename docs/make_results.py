@@ -41,11 +41,21 @@ CLAIMS = ["spectrum", "k_vs_importance", "k_vs_abs_importance", "skip_share_vs_k
           "mean_k_rises", "sedimentation", "k_vs_importance_first_epoch"]
 
 
+#: load averages measured around the runs (so that --reuse can still state them)
+LOADS = REPO / "runs" / "make_results_load.json"
+
+
 def run(name: str) -> float:
-    """Run one example from the repository root; returns its wall seconds."""
+    """Run one example from the repository root; returns its wall seconds, and records the
+    1-minute load average before and after it in :data:`LOADS`."""
+    before = os.getloadavg()[0]
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "feature_complexity", *RUNS[name]], cwd=REPO, check=True)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    loads = json.loads(LOADS.read_text()) if LOADS.exists() else {}
+    loads[name] = [round(before, 2), round(os.getloadavg()[0], 2)]
+    LOADS.write_text(json.dumps(loads))
+    return wall
 
 
 def _out(name: str) -> Path:
@@ -57,11 +67,28 @@ def _cell(row: dict[str, Any] | None) -> str:
     """``value [lo, hi]; control value [lo, hi] → verdict`` of one findings row."""
     if row is None or row.get("value") is None:
         return "not computed"
-    text = f"{row['value']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]"
+    text = f"{row['value']:+.2f} {_interval(row['ci_low'], row['ci_high'])}"
     if row.get("control_value") is not None:
-        text += (f"; random init {row['control_value']:+.2f} "
-                 f"[{row['control_ci_low']:+.2f}, {row['control_ci_high']:+.2f}]")
+        text += f"; random init {row['control_value']:+.2f} {_interval(row['control_ci_low'], row['control_ci_high'])}"
     return text + f" → {row['verdict'].replace('_', ' ')}"
+
+
+def _interval(low: float | None, high: float | None) -> str:
+    return "[no interval]" if low is None or high is None else f"[{low:+.2f}, {high:+.2f}]"
+
+
+def wall_seconds(name: str) -> float | None:
+    """Wall time of a finished run from its manifest: ``started`` to ``finished``, plus the
+    training stage, which runs before the analysis starts its clock (the demo's)."""
+    from datetime import datetime
+
+    manifest = json.loads((_out(name) / "manifest.json").read_text())
+    try:
+        start, end = (datetime.fromisoformat(manifest[k]) for k in ("started", "finished"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    train = manifest.get("stages", {}).get("train", {})
+    return (end - start).total_seconds() + (train.get("seconds", 0.0) if train.get("status") == "computed" else 0.0)
 
 
 def column(name: str) -> dict[str, str]:
@@ -95,9 +122,13 @@ def table(columns: dict[str, dict[str, str]], walls: dict[str, float]) -> str:
             for key in keys]
     cmds = "\n".join(f"    feature-complexity {' '.join(RUNS[n])}" for n in names)
     timing = ", ".join(f"{n} {walls[n]:.0f} s" for n in names if n in walls)
+    loads = json.loads(LOADS.read_text()) if LOADS.exists() else {}
+    # "runs": one reading before the first run and one after the last (an older record's form)
+    load = ", ".join(f"{n} {loads[n][0]:g} → {loads[n][1]:g}" for n in [*names, "runs"] if n in loads)
+    load = load.replace("runs ", "first run to last ") or "not recorded"
     where = (f"Measured by `docs/make_results.py` on {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
-             f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end"
-             + (f"; wall times {timing}" if timing else "") + ". Commands:")
+             f"{os.cpu_count()} cores (this project's shared CPU VM), 1-minute load average (before → after): "
+             f"{load}" + (f"; wall times {timing}" if timing else "") + ". Commands:")
     return f"{START}\n{head}" + "\n".join(rows) + f"\n\n{where}\n\n{cmds}\n{END}"
 
 
@@ -106,7 +137,8 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="read the existing run folders, run nothing")
     args = parser.parse_args()
     names = [n for n in RUNS if n != "resnet20" or SHARED.is_dir()]
-    walls = {} if args.reuse else {n: run(n) for n in names}
+    walls = {n: run(n) for n in names} if not args.reuse else \
+        {n: w for n in names if (w := wall_seconds(n)) is not None}
     columns = {n: column(n) for n in names}
     text = README.read_text()
     if START not in text or END not in text:
