@@ -46,3 +46,11 @@ def as_class_indices(arr: np.ndarray, name: str) -> np.ndarray:
     if np.issubdtype(arr.dtype, np.floating) and np.isfinite(arr).all() and np.all(arr == np.round(arr)):
         return arr.astype(np.int64)
     raise ValueError(f"{name} must hold integer class indices, got dtype {arr.dtype}")
+
+
+def writable(a: Any) -> Any:
+    """``a`` itself, or a copy when it is a read-only array (a slice of a memmap opened ``"r"``):
+    torch cannot wrap read-only memory and warns (once, with a source line) before copying."""
+    if isinstance(a, np.ndarray) and not a.flags.writeable:
+        return np.array(a)
+    return a

@@ -259,7 +259,9 @@ def _backend(device: str | None):
     import torch
 
     dev = torch.device(device)
-    return lambda a: torch.as_tensor(a, dtype=torch.float64, device=dev)
+    from .._validation import writable
+
+    return lambda a: torch.as_tensor(writable(a), dtype=torch.float64, device=dev)
 
 
 def _numpy(t: object) -> np.ndarray:

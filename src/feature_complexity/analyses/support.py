@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._validation import as_array
+from .._validation import as_array, writable
 
 if TYPE_CHECKING:
     import torch
@@ -99,7 +99,7 @@ def _logits(
     with torch.no_grad():
         for a in range(0, n, batch_size):
             X = np.asarray(rows(a, min(a + batch_size, n)))
-            logits = head(torch.as_tensor(X, dtype=dtype, device=dev))
+            logits = head(torch.as_tensor(writable(X), dtype=dtype, device=dev))
             if logits.ndim != 2 or logits.shape[0] != X.shape[0]:
                 raise ValueError(f"head must map (batch, d) to logits (batch, n_classes); got {tuple(logits.shape)}")
             out.append(logits.detach().cpu().numpy().astype(np.float64))

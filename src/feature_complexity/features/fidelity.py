@@ -140,7 +140,9 @@ def _fidelity_sums(A: np.ndarray, Z: np.ndarray, D: np.ndarray, head: Any, label
 def _predict(head: Any, x: np.ndarray, dtype: Any, dev: Any) -> np.ndarray:
     import torch
 
-    t = torch.as_tensor(x, dtype=dtype, device=dev)
+    from .._validation import writable
+
+    t = torch.as_tensor(writable(x), dtype=dtype, device=dev)
     logits = head(t)
     if logits.ndim != 2 or logits.shape[0] != t.shape[0]:
         raise ValueError(f"head must map (batch, d) to logits (batch, n_classes); got output shape "

@@ -146,7 +146,7 @@ def class_batches(A: np.ndarray, classes: np.ndarray, key: Callable[[int], Any],
     for j, n in enumerate(counts):
         groups.setdefault((padded_rows(int(n)), key(int(n))), []).append(j)
     d, d_pad = A.shape[1], padded_cols(A.shape[1])
-    dtype = torch.from_numpy(A[:0]).dtype
+    dtype = torch.from_numpy(np.zeros(0, dtype=A.dtype)).dtype
     for (n_pad, _), members in groups.items():
         per_chunk = max(1, int(max_batch_bytes // (n_pad * d_pad * A.dtype.itemsize)))
         for s in range(0, len(members), per_chunk):
