@@ -292,3 +292,13 @@ def test_cli_flow_reruns_the_stage_with_another_threshold(tmp_path: Path, tiny_s
     assert "teleport depth vs complexity" in capsys.readouterr().out
     assert main(["flow", str(tmp_path / "missing")]) == 2
     assert "manifest.json not found" in capsys.readouterr().err
+
+
+def test_teleport_depth_refuses_nan_in_either_input() -> None:
+    """NaN in only one of the two inputs (I_V not computed for a branch) is an error too."""
+    ok = np.full((3, 2), 0.5)
+    bad = ok.copy()
+    bad[1, 0] = np.nan
+    for iv_skip, iv_out in ((bad, ok), (ok, bad)):
+        with pytest.raises(ValueError, match="contain NaN"):
+            teleport_depth(iv_skip, iv_out)

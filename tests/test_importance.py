@@ -165,6 +165,14 @@ def test_bad_input(kwargs: dict, match: str) -> None:
         )
 
 
+@pytest.mark.parametrize("wrong", [lambda x: x.sum(dim=1), lambda x: x.sum(dim=0, keepdim=True)],
+                         ids=["1-d output", "one row for the batch"])
+def test_head_that_does_not_give_one_row_of_logits_per_image_is_refused(wrong) -> None:
+    Z, D, fc, ic = _data(8)
+    with pytest.raises(ValueError, match="logits \\(batch, n_classes\\)"):
+        importance(Z, D, wrong, feature_class=fc, image_class=ic)
+
+
 def test_device_other_than_the_heads_is_a_clear_error() -> None:
     # the head is never moved: a device it is not on would fail deep inside torch
     Z, D, fc, ic = _data(9)
