@@ -399,6 +399,15 @@ def test_zero_atoms_and_an_all_zero_dictionary() -> None:
     assert encode(A[:0], D).shape == (0, 12)
 
 
+@pytest.mark.parametrize("method", ["working_set", "active_set", "fista"])
+def test_every_solver_gives_zero_codes_on_an_all_zero_dictionary_and_handles_no_images(method: str) -> None:
+    A, D = _random_problem(9, 10, 12, 8)
+    Z = encode(A, np.zeros((5, 8)), method=method)
+    assert Z.shape == (10, 5) and np.isfinite(Z).all()
+    np.testing.assert_array_equal(Z, 0.0)
+    assert encode(A[:0], D, method=method).shape == (0, 12)
+
+
 def test_encode_is_exported_at_the_package_top_level() -> None:
     A, D = _random_problem(10, 6, 8, 12)
     Z = feature_complexity.encode(A, D, device="cpu")
