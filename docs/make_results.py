@@ -108,7 +108,8 @@ def column(name: str) -> dict[str, str]:
     }
     for claim in CLAIMS:
         row = findings.get(claim)
-        label = f"`{claim}`" + (f": {row['statistic']}" if row and row.get("statistic") else "")
+        statistic = str(row["statistic"]).replace("|", "\\|") if row and row.get("statistic") else ""
+        label = f"`{claim}`" + (f": {statistic}" if statistic else "")  # "|" would end a table cell
         cells[claim] = _cell(row)
         LABELS.setdefault(claim, label)
     return cells
