@@ -22,6 +22,18 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(1)
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for a test (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``):
+    on a shared 2-core machine torch's two spinning threads run tiny models 10-20x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data``; tests that use it skip with a reason when it is absent."""

@@ -18,13 +18,7 @@ P = 8 * 8  # the tiny model's spatial map: 16 x 16 input, one stride-2 block -> 
 D_PEN = 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the tiny forward passes and NMF fits are far faster so on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(**kw) -> RunConfig:

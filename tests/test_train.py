@@ -23,14 +23,7 @@ from feature_complexity.train import (  # noqa: E402
     train,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """On a shared 2-core machine, torch's two spinning threads run 10-20x slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class TinyNet(nn.Module):

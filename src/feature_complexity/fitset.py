@@ -146,11 +146,10 @@ def _gather(ctx: "Context") -> FitSamples:
     arrays = _allocate(store, rows, d, keep, ctx)
     chunks = list(range(0, len(images), _IMAGES_PER_CHUNK))
     todo = range(len(chunks)) if store is None else store.todo(ctx.comm.rank, ctx.comm.world)
-    rng_seed = np.random.SeedSequence(cfg.seed)
     with torch.inference_mode():
         for c in todo:
             part = images[chunks[c]:chunks[c] + _IMAGES_PER_CHUNK]
-            _gather_chunk(spec, fit, part, chunks[c], keep, arrays, cfg, rng_seed)
+            _gather_chunk(spec, fit, part, chunks[c], keep, arrays, cfg)
             if store is not None:
                 store.mark_done(c, [a for a in arrays.values() if isinstance(a, np.memmap)])
     if store is None:
@@ -171,7 +170,7 @@ def _allocate(store: RowStore | None, rows: int, d: int, keep: int, ctx: "Contex
 
 
 def _gather_chunk(spec: "ModelSpec", fit: Any, part: np.ndarray, first: int, keep: int, arrays: Mapping[str, Any],
-                  cfg: Any, seed: np.random.SeedSequence) -> None:
+                  cfg: Any) -> None:
     """Forward the images ``part`` (positions ``first…`` of the chosen list) and write their samples."""
     import torch
 

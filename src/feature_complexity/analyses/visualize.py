@@ -32,6 +32,7 @@ Objectives:
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -433,11 +434,11 @@ def visualize_decoder(spec: "ModelSpec", layer_name: str, weights: Any, *, devic
             raise ValueError(f"layer '{layer_name}' has {g.shape[1]} channels but the probe has {w.shape[0]} weights")
         return g @ w
 
-    known = {"spectrum", "color", "steps", "lr", "seed", "n_crops", "jitter", "scale", "rotate_deg"}
-    if set(options) - known:
-        raise TypeError(f"visualize_decoder() got unexpected keyword arguments {sorted(set(options) - known)}")
-    defaults = {"spectrum": None, "color": None, "steps": 128, "lr": None, "seed": 0, "n_crops": 4, "jitter": 0.1,
-                "scale": (0.9, 1.1), "rotate_deg": 10.0}
+    # the optimisation's keywords and defaults are visualize_feature's (one place for them)
+    defaults = {name: p.default for name, p in inspect.signature(visualize_feature).parameters.items()
+                if p.kind is p.KEYWORD_ONLY and name != "device"}
+    if set(options) - set(defaults):
+        raise TypeError(f"visualize_decoder() got unexpected keyword arguments {sorted(set(options) - set(defaults))}")
     return _optimise(spec, objective, spec.get(layer_name), "output", 1, device=device,
                      **{**defaults, **options})[0]
 
