@@ -214,3 +214,20 @@ def test_interrupted_gathering_resumes_without_recomputing_finished_chunks(tiny_
     np.testing.assert_array_equal(A, _gathered(clean)[0])
     np.testing.assert_array_equal(classes, _gathered(clean)[1])
     np.testing.assert_allclose(A, _positions(tiny_spec, fit.images).reshape(-1, D_PEN), atol=1e-5)
+
+
+def test_spatial_fit_uses_the_accelerated_solver_unless_asked_otherwise(tiny_spec, tiny_images, tmp_path):
+    # --nmf-solver auto: the dictionary stage fits the gathered spatial rows with the accelerated
+    # HALS (an independent fit_dictionary call on the same rows gives the same atoms); hals asks
+    # for scikit-learn's iterates, and is another stage key
+    from feature_complexity.features import fit_dictionary
+
+    fit = TinyImages(n=40, seed=1)
+    auto = _run(tiny_spec, tiny_images, tmp_path / "auto", fit=fit, fit_samples="spatial",
+                targets=("dictionary",))
+    A, classes = _gathered(auto)
+    for solver, result in (("accelerated", auto),
+                           ("hals", _run(tiny_spec, tiny_images, tmp_path / "hals", fit=fit, fit_samples="spatial",
+                                         nmf_solver="hals", targets=("dictionary",)))):
+        ref = fit_dictionary(A, classes, 3, max_iter=RunConfig().nmf_max_iter, nmf_solver=solver)
+        np.testing.assert_array_equal(result["dictionary"].D, ref.D)

@@ -16,6 +16,8 @@ __all__ = ["RunConfig", "EXECUTION_FIELDS", "CONTROLS"]
 
 #: fields that never change a number (where and how fast the run goes)
 EXECUTION_FIELDS = ("batch_size", "device", "num_workers", "memory_gb")
+#: values of ``--nmf-solver`` (see :attr:`RunConfig.nmf_solver`)
+NMF_SOLVERS = ("auto", "hals", "accelerated", "sklearn")
 #: control runs the findings compare against (``--controls``)
 CONTROLS = ("random-init",)
 
@@ -63,6 +65,10 @@ class RunConfig:
         seed: one seed for NMF, folds, bootstrap and anything random.
         nnls_max_iter, nnls_tol: the codes' NNLS solver.
         nmf_max_iter: iteration budget of each dictionary fit.
+        nmf_solver: the NMF solver: ``"hals"`` (scikit-learn's coordinate-descent iterates),
+            ``"accelerated"`` (several sweeps per pass over the samples, objective-based stop),
+            ``"sklearn"`` (the reference, class by class), or ``"auto"``: accelerated when the fit
+            has several samples per image (spatial positions, crops), else hals.
         batch_size, device, num_workers: the forward pass (execution only).
         memory_gb: working-memory budget of the complexity engine (execution only).
     """
@@ -103,6 +109,7 @@ class RunConfig:
     nnls_max_iter: int = 1000
     nnls_tol: float = 1e-6
     nmf_max_iter: int = 1000
+    nmf_solver: str = "auto"
     batch_size: int = 256
     device: str = "cpu"
     num_workers: int = 0
@@ -115,6 +122,12 @@ class RunConfig:
             if value is not None:
                 setattr(self, name, tuple(value))
 
+    def resolved_nmf_solver(self) -> str:
+        """The NMF solver ``"auto"`` stands for with this fit set."""
+        if self.nmf_solver != "auto":
+            return self.nmf_solver
+        return "hals" if self.fit_samples == "pooled" else "accelerated"
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able (tuples as lists), for the manifest."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -125,6 +138,7 @@ class RunConfig:
         _choice("--class-source", self.class_source, ("auto", "label", "prediction"))
         _choice("--codes", self.codes, ("joint", "per_class"))
         _choice("--fit-samples", self.fit_samples, ("pooled", "spatial", "crops"))
+        _choice("--nmf-solver", self.nmf_solver, NMF_SOLVERS)
         _choice("--rank-by", self.rank_by, ("abs", "signed"))
         _at_least("--min-top", self.min_top, 1)
         if not 0 < self.top_fraction <= 1:

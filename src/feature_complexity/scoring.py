@@ -115,7 +115,8 @@ def _dictionary(ctx: Context) -> "Dictionary":
     def fit(rows: np.ndarray | slice) -> "Dictionary":
         return fit_dictionary(np.asarray(A[rows]), classes[rows], cfg.n_atoms_per_class, method=cfg.dictionary,
                               learner=cfg.learner, n_atoms=cfg.n_atoms, n_classes=n_classes, seed=cfg.seed,
-                              max_iter=cfg.nmf_max_iter, device=cfg.device, progress=ctx.progress and comm.is_main)
+                              max_iter=cfg.nmf_max_iter, device=cfg.device, progress=ctx.progress and comm.is_main,
+                              nmf_solver=cfg.resolved_nmf_solver())
 
     if comm.world == 1:
         return fit(slice(None))
@@ -152,7 +153,8 @@ def _dictionary_columns(d: "Dictionary") -> dict[str, Any]:
 
 DICTIONARY = Stage(
     "dictionary", _dictionary, needs=("activations",), optional=("fit_samples",),
-    settings=("dictionary", "learner", "n_atoms_per_class", "n_atoms", "class_source", "seed", "nmf_max_iter"),
+    settings=("dictionary", "learner", "n_atoms_per_class", "n_atoms", "class_source", "seed", "nmf_max_iter",
+              "nmf_solver"),
     save=lambda d, out: d.save(out / "dictionary.npz"), load=_load_dictionary, outputs=("dictionary.npz",),
     collective=True, columns=_dictionary_columns)
 

@@ -98,7 +98,7 @@ def _stage() -> Any:
     # the control's own stages record their keys in its folder; this record ties it to the run
     return Stage("control/random-init", _compute, settings=("dictionary", "learner", "n_atoms_per_class", "n_atoms",
                  "class_source", "codes", "fit_samples", "fit_per_class", "n_folds", "alphas", "seed", "ci_groups",
-                 "capture_branches", "teleport_threshold", "nnls_tol", "nmf_max_iter"),
+                 "capture_branches", "teleport_threshold", "nnls_tol", "nmf_max_iter", "nmf_solver"),
                  inputs=("probe", "fit_or_probe", "architecture"),
                  applies=lambda ctx: "random-init" in ctx.config.controls,
                  save=lambda r, out: None, load=_load, outputs=(str(_FOLDER / "features.parquet"),), collective=True)

@@ -249,7 +249,8 @@ def _final_scores(ctx: Any) -> CheckpointScores:
 
 
 _SETTINGS = ("dictionary", "learner", "n_atoms_per_class", "n_atoms", "class_source", "codes", "nnls_tol",
-             "nnls_max_iter", "nmf_max_iter", "n_folds", "alphas", "seed", "top_fraction", "min_top", "rank_by")
+             "nnls_max_iter", "nmf_max_iter", "nmf_solver", "n_folds", "alphas", "seed", "top_fraction", "min_top",
+             "rank_by")
 
 
 def dynamics_stages(checkpoints: Any, build_spec: Callable[[], "ModelSpec"] | str | None = None, *,

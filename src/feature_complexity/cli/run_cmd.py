@@ -44,6 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="one pooled vector per image, every position of the penultimate map, or CRAFT crops")
     f.add_argument("--fit-memory", type=float, default=4.0,
                    help="GB the gathered fit samples may take (random positions per image are kept below it)")
+    f.add_argument("--nmf-solver", choices=["auto", "hals", "accelerated", "sklearn"], default="auto",
+                   help="hals: scikit-learn's coordinate-descent iterates; accelerated: several sweeps per pass "
+                        "over the samples (Gillis & Glineur), for fits of many samples per class; auto: "
+                        "accelerated for spatial and crops, hals for pooled")
     add_analysis_arguments(p)
     add_execution_arguments(p)
     p.set_defaults(func=_run)
@@ -77,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
 
     apply_threads(args)
     args.extra_config = {"fit_samples": args.fit_samples, "fit_per_class": args.fit_per_class,
-                         "fit_memory_gb": args.fit_memory}
+                         "fit_memory_gb": args.fit_memory, "nmf_solver": args.nmf_solver}
     config = config_from_args(args)
     check_device(config.device)
     out = check_out_dir(args.out)

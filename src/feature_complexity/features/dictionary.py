@@ -74,6 +74,7 @@ def fit_dictionary(
     device: str = "cpu",
     skip_empty_classes: bool = True,
     progress: bool = False,
+    nmf_solver: str | None = None,
 ) -> Dictionary:
     """Fit the dictionary ``D`` on penultimate activations.
 
@@ -95,6 +96,8 @@ def fit_dictionary(
         skip_empty_classes: give classes with no image (or fewer than ``r``) no atoms, with a
             warning, instead of raising.
         progress: progress bar.
+        nmf_solver: when the learner is NMF (by name or by ``"auto"``), its solver (``"hals"``,
+            ``"accelerated"``, ``"sklearn"``; default: the learner's, hals).
 
     Returns:
         :class:`Dictionary` with ``.D (k, d)`` and ``.feature_class (k,)`` (class order).
@@ -117,6 +120,10 @@ def fit_dictionary(
     else:
         name = resolve_learner(learner, float(A.min()))
         impl = get_learner(name)
+        if name == "nmf" and nmf_solver is not None:
+            from .nmf import NMFLearner
+
+            impl = NMFLearner(solver=nmf_solver)
     _check_learner(impl, name, method, A)
     classes = _image_classes(image_class, n)
     if method == "global":

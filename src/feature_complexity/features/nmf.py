@@ -369,7 +369,6 @@ def hals_sweep(V: torch.Tensor, C: torch.Tensor, G: torch.Tensor) -> torch.Tenso
         # degenerate classes where a tiny curvature makes the iterates chaotic
         v.sub_(grad.div_(hess[:, t])).clamp_(min=0)
     return violation.to(torch.float64)
-    return violation
 
 
 def _hals_iteration(const: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -380,15 +379,65 @@ def _hals_iteration(const: dict[str, torch.Tensor], state: dict[str, torch.Tenso
     X, Ut, H = const["X"], state["Ut"], state["H"]
     violation = hals_sweep(Ut, bmm(H, X.mT), bmm(H, H.mT))
     return violation + hals_sweep(H, bmm(Ut, X), bmm(Ut, Ut.mT))
+
+
+#: inner sweeps per factor of the accelerated solver (Gillis & Glineur 2012): the products with
+#: ``X`` cost ``n d r`` and are shared by every sweep, a sweep costs ``(n + d) r²``
+ACCELERATED_SWEEPS = 3
+#: the accelerated solver stops when the objective fell by at most ``tol`` (relative) per
+#: iteration, on average over this many iterations
+OBJECTIVE_WINDOW = 5
+#: default ``tol`` of the accelerated solver (relative objective decrease per iteration)
+ACCELERATED_TOL = 1e-5
+
+
+def _accelerated_iteration(const: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One iteration of accelerated HALS (Gillis & Glineur 2012, "Accelerated multiplicative
+    updates and hierarchical ALS algorithms for NMF"): :data:`ACCELERATED_SWEEPS` sweeps of
+    ``U`` against one ``D Xᵀ``, then as many of ``D`` against one ``Uᵀ X``. When ``n`` and ``d``
+    are much larger than ``r`` the two products are nearly all of an iteration's cost, and the
+    extra sweeps buy most of another iteration's progress for a fraction of it.
+
+    The objective ``||X − U D||²`` is tracked without touching ``X`` again:
+    ``||X||² − 2 <Uᵀ X, D> + <Uᵀ U, D Dᵀ>`` (float64 sums of the ``(r, d)`` and ``(r, r)``
+    terms). ``state["f"] (B, W + 1)`` holds the last ``W + 1`` values, newest last.
+
+    Returns:
+        ``(B,)`` the mean relative decrease per iteration over the last ``W`` iterations
+        (``inf`` until ``W`` iterations have run): the statistic the stopping rule compares with
+        ``tol``.
+    """
+    import torch
+
+    X, Ut, H = const["X"], state["Ut"], state["H"]
+    C, G = bmm(H, X.mT), bmm(H, H.mT)
+    for _ in range(ACCELERATED_SWEEPS):
+        hals_sweep(Ut, C, G)
+    C, G = bmm(Ut, X), bmm(Ut, Ut.mT)
+    for _ in range(ACCELERATED_SWEEPS):
+        hals_sweep(H, C, G)
+    f64 = torch.float64
+    cross = (C.to(f64) * H.to(f64)).sum((1, 2))
+    quad = (G.to(f64) * bmm(H, H.mT).to(f64)).sum((1, 2))
+    f = (const["xx"] - 2 * cross + quad).clamp(min=0)
+    history = torch.cat([state["f"][:, 1:], f[:, None]], dim=1)
+    state["f"].copy_(history)
+    oldest, newest = history[:, 0], history[:, -1]
+    decrease = (oldest - newest) / (OBJECTIVE_WINDOW * newest.clamp(min=torch.finfo(f64).tiny))
+    # a problem fitted exactly (f = 0) has nothing left to gain
+    return torch.where(newest <= 0, 0.0, torch.where(torch.isinf(oldest), torch.inf, decrease))
+
+
 def iterate_until_converged(step: Callable[[dict, dict], torch.Tensor], const: dict[str, torch.Tensor],
                             state: dict[str, torch.Tensor], *, max_iter: int, tol: float,
-                            on_finish: Callable[[int], None] | None = None
+                            on_finish: Callable[[int], None] | None = None, relative: bool = True
                             ) -> tuple[dict[str, torch.Tensor], np.ndarray, np.ndarray]:
     """Run ``step`` on a batch of independent problems until each meets its own criterion.
 
     ``step(const, state)`` updates ``state`` in place and returns each problem's violation
     ``(B,)``; a problem stops at the first iteration where violation / its first-iteration
-    violation ``<= tol`` (scikit-learn's rule). Its state is saved then; once a quarter of the
+    violation ``<= tol`` (scikit-learn's rule), or, with ``relative=False``, where the returned
+    statistic itself is ``<= tol``. Its state is saved then; once a quarter of the
     batch has stopped, the stopped problems leave it (every tensor's batch dimension shrinks),
     so the remaining ones cost less. ``on_finish(n)`` is told how many problems just stopped.
 
@@ -405,8 +454,11 @@ def iterate_until_converged(step: Callable[[dict, dict], torch.Tensor], const: d
     for it in range(1, max_iter + 1):
         violation = step(const, state).cpu().numpy()
         first = violation.copy() if first is None else first
-        ratio = np.divide(violation, first, out=np.zeros_like(violation), where=first > 0)
-        done = live & ((first == 0) | (ratio <= tol))
+        if relative:
+            ratio = np.divide(violation, first, out=np.zeros_like(violation), where=first > 0)
+            done = live & ((first == 0) | (ratio <= tol))
+        else:
+            done = live & (violation <= tol)
         stopping = live if it == max_iter else done
         if stopping.any():
             pos = torch.as_tensor(np.flatnonzero(stopping), device=_batch_device(state))
@@ -433,7 +485,7 @@ def _batch_device(state: dict[str, torch.Tensor]) -> torch.device:
 
 
 def hals_nmf(X: torch.Tensor, Ut: torch.Tensor, H: torch.Tensor, *, max_iter: int, tol: float = 1e-4,
-             on_finish: Callable[[int], None] | None = None
+             on_finish: Callable[[int], None] | None = None, accelerated: bool = False
              ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
     """NMF ``X_b ≈ U_b D_b`` of every problem of a batch by HALS (= scikit-learn's CD solver).
 
@@ -442,14 +494,28 @@ def hals_nmf(X: torch.Tensor, Ut: torch.Tensor, H: torch.Tensor, *, max_iter: in
         Ut: ``(B, r, n)`` start for ``Uᵀ`` (zero on padding rows), e.g. :func:`nndsvda_init`.
         H: ``(B, r, d)`` start for ``D`` (zero on padding columns).
         max_iter: iteration budget of each problem.
-        tol: stop a problem when its violation falls to ``tol`` times its first one.
+        tol: stop a problem when its violation falls to ``tol`` times its first one; with
+            ``accelerated``, when its objective fell by at most ``tol`` (relative) per iteration
+            over the last :data:`OBJECTIVE_WINDOW` iterations (see :func:`_accelerated_iteration`).
+        accelerated: several sweeps per factor between products with ``X`` (Gillis & Glineur),
+            not scikit-learn's iterates but fewer passes over ``X``.
 
     Returns:
         ``Uᵀ (B, r, n)``, ``D (B, r, d)``, ``n_iter (B,)``, ``converged (B,)``.
     """
+    import torch
+
     state = {"Ut": Ut.contiguous().clone(), "H": H.contiguous().clone()}
-    out, n_iter, converged = iterate_until_converged(_hals_iteration, {"X": X}, state, max_iter=max_iter,
-                                                     tol=tol, on_finish=on_finish)
+    const = {"X": X}
+    step = _hals_iteration
+    if accelerated:
+        # one problem at a time: no float64 copy of the whole batch
+        const["xx"] = torch.stack([X[b].to(torch.float64).square().sum() for b in range(X.shape[0])])
+        state["f"] = torch.full((X.shape[0], OBJECTIVE_WINDOW + 1), torch.inf, dtype=torch.float64,
+                                device=X.device)
+        step = _accelerated_iteration
+    out, n_iter, converged = iterate_until_converged(step, const, state, max_iter=max_iter, tol=tol,
+                                                     on_finish=on_finish, relative=not accelerated)
     return out["Ut"], out["H"], n_iter, converged
 
 
@@ -524,7 +590,7 @@ def fit_per_class(A: np.ndarray, classes: np.ndarray, solve: Solve, *, key: Call
 
 def nmf_per_class(A: np.ndarray, classes: np.ndarray, r: int, *, seed: int = 0, max_iter: int = 200,
                   tol: float = 1e-4, device: str = "cpu", max_batch_bytes: int = DEFAULT_BATCH_BYTES,
-                  progress: bool = False) -> PerClassFit:
+                  progress: bool = False, accelerated: bool = False) -> PerClassFit:
     """NMF with ``r`` atoms on the rows of every class, batched (HALS from ``nndsvda``).
 
     Args:
@@ -532,23 +598,25 @@ def nmf_per_class(A: np.ndarray, classes: np.ndarray, r: int, *, seed: int = 0, 
         classes: ``(n_samples,)`` class of each row; each class needs ``>= r`` rows.
         r: atoms per class.
         seed: the ``nndsvda`` randomized SVD's ``random_state`` (each class uses it whole).
-        max_iter, tol: scikit-learn's ``max_iter`` and ``tol``.
+        max_iter, tol: scikit-learn's ``max_iter`` and ``tol`` (with ``accelerated``: the
+            relative objective decrease per iteration, see :func:`hals_nmf`).
         device: ``"cpu"`` or ``"cuda"``.
         max_batch_bytes: padded activations held per chunk of classes.
         progress: a progress bar over classes.
+        accelerated: the accelerated HALS of :func:`hals_nmf` (for classes of many rows).
     """
     d = A.shape[1]
 
     def solve(X: Any, n_rows: np.ndarray, d_real: int, on_finish: Callable[[int], None] | None):
         Ut0, H0 = nndsvda_init(X, n_rows, r, seed=seed, d=d_real)
-        return hals_nmf(X, Ut0, H0, max_iter=max_iter, tol=tol, on_finish=on_finish)
+        return hals_nmf(X, Ut0, H0, max_iter=max_iter, tol=tol, on_finish=on_finish, accelerated=accelerated)
 
     return fit_per_class(A, classes, solve, key=lambda n: svd_choices(n, d, r), device=device,
                          max_batch_bytes=max_batch_bytes, progress=progress, desc="NMF per class")
 
 
 def nmf_global(A: np.ndarray, k: int, *, seed: int = 0, max_iter: int = 200, tol: float = 1e-4,
-               device: str = "cpu") -> tuple[np.ndarray, float, int, bool]:
+               device: str = "cpu", accelerated: bool = False) -> tuple[np.ndarray, float, int, bool]:
     """One NMF with ``k`` atoms on all rows of ``A (n, d)``: ``nndsvda`` start when
     ``k <= min(n, d)``, else scikit-learn's random start (an SVD has only ``min(n, d)``
     directions, and an overcomplete dictionary needs more).
@@ -566,7 +634,7 @@ def nmf_global(A: np.ndarray, k: int, *, seed: int = 0, max_iter: int = 200, tol
     else:
         W, H = random_init(A, k, seed=seed)
         Ut0, H0 = torch.from_numpy(W.T.copy()).to(dev)[None], torch.from_numpy(H).to(dev)[None]
-    Ut, H, n_iter, converged = hals_nmf(X, Ut0, H0, max_iter=max_iter, tol=tol)
+    Ut, H, n_iter, converged = hals_nmf(X, Ut0, H0, max_iter=max_iter, tol=tol, accelerated=accelerated)
     return H[0].cpu().numpy(), float(squared_errors(X, Ut, H)[0]), int(n_iter[0]), bool(converged[0])
 
 
@@ -627,7 +695,9 @@ def warn_outside(message: str, category: type[Warning] = UserWarning) -> None:
 
 # ============================================================================ the learner
 
-SOLVERS = ("hals", "sklearn")
+SOLVERS = ("hals", "accelerated", "sklearn")
+#: each solver's default stopping tolerance (its statistic differs: see :func:`hals_nmf`)
+DEFAULT_TOL = {"hals": 1e-4, "accelerated": ACCELERATED_TOL, "sklearn": 1e-4}
 
 
 @register_learner("nmf")
@@ -635,19 +705,24 @@ class NMFLearner(DictionaryLearner):
     """Non-negative matrix factorisation ``A ≈ U D`` with ``U, D ≥ 0``; codes by NNLS.
 
     Args:
-        solver: ``"hals"`` (torch, batched over classes, on ``device``) or ``"sklearn"``
-            (``sklearn.decomposition.NMF`` class by class on the CPU, the reference).
-        tol: scikit-learn's stopping tolerance (violation relative to the first iteration's).
+        solver: ``"hals"`` (torch, batched over classes, on ``device``: scikit-learn's iterates),
+            ``"accelerated"`` (the same, with several sweeps per pass over the activations and
+            an objective-based stop: for classes of many rows, e.g. spatial fit samples) or
+            ``"sklearn"`` (``sklearn.decomposition.NMF`` class by class on the CPU, the reference).
+        tol: the stopping tolerance (default per solver, :data:`DEFAULT_TOL`): violation
+            relative to the first iteration's (scikit-learn's rule), or for ``"accelerated"`` the
+            relative objective decrease per iteration.
         max_batch_bytes: memory bound of one chunk of classes for ``"hals"`` (padded
             activations; about twice this is held at peak).
     """
 
     requires_nonnegative = True
 
-    def __init__(self, solver: str = "hals", tol: float = 1e-4,
+    def __init__(self, solver: str = "hals", tol: float | None = None,
                  max_batch_bytes: int = DEFAULT_BATCH_BYTES) -> None:
         if solver not in SOLVERS:
             raise ValueError(f"NMF solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
+        tol = DEFAULT_TOL[solver] if tol is None else tol
         if not tol >= 0:
             raise ValueError(f"tol must be >= 0, got {tol}")
         if max_batch_bytes < 1:
@@ -679,8 +754,9 @@ class NMFLearner(DictionaryLearner):
 
     def _fit_global(self, A: np.ndarray, k: int, seed: int, max_iter: int, device: str
                     ) -> tuple[np.ndarray, float, bool]:
-        if self.solver == "hals":
-            D, sq_err, _, converged = nmf_global(A, k, seed=seed, max_iter=max_iter, tol=self.tol, device=device)
+        if self.solver != "sklearn":
+            D, sq_err, _, converged = nmf_global(A, k, seed=seed, max_iter=max_iter, tol=self.tol, device=device,
+                                                 accelerated=self.solver == "accelerated")
             return D, sq_err, converged
         init = "nndsvda" if k <= min(A.shape) else "random"
         D, sq_err, _, converged = sklearn_nmf(A, k, seed=seed, max_iter=max_iter, tol=self.tol, init=init)
@@ -688,9 +764,10 @@ class NMFLearner(DictionaryLearner):
 
     def _fit_per_class(self, A: np.ndarray, classes: np.ndarray, r: int, seed: int, max_iter: int,
                        device: str, progress: bool) -> PerClassFit:
-        if self.solver == "hals":
+        if self.solver != "sklearn":
             return nmf_per_class(A, classes, r, seed=seed, max_iter=max_iter, tol=self.tol, device=device,
-                                 max_batch_bytes=self.max_batch_bytes, progress=progress)
+                                 max_batch_bytes=self.max_batch_bytes, progress=progress,
+                                 accelerated=self.solver == "accelerated")
         labels = np.unique(classes)
         fits = [sklearn_nmf(A[classes == c], r, seed=seed, max_iter=max_iter, tol=self.tol) for c in labels]
         return PerClassFit(labels=labels, D=np.concatenate([f[0] for f in fits]),
