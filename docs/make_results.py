@@ -1,7 +1,8 @@
-"""Rerun the README's two example runs and rewrite its "What it finds" table from their files.
+"""Rerun the README's example runs and rewrite its "What it finds" table from their files.
 
-    .venv/bin/python docs/make_results.py              # runs both (minutes), rewrites README.md
-    .venv/bin/python docs/make_results.py --reuse      # only re-reads runs/readme-* and rewrites
+    .venv/bin/python docs/make_results.py              # the demo and ResNet-20 (minutes), rewrites README.md
+    .venv/bin/python docs/make_results.py --long       # also trains ResNet-20 and follows its training (an hour)
+    .venv/bin/python docs/make_results.py --reuse      # only re-reads the run folders present and rewrites
 
 The table lies between ``<!-- results:start -->`` and ``<!-- results:end -->`` in README.md; every
 number in it comes from ``manifest.json``, ``fidelity.json``, ``features.parquet`` and
@@ -28,13 +29,25 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 #: row labels (a claim's id and its statistic, from the first run that has it)
 LABELS: dict[str, str] = {}
 
-RUNS: dict[str, list[str]] = {
-    "demo": ["demo", "--out", "runs/readme-demo", "--threads", "1", "--quiet"],
-    "resnet20": ["run", "--model", "cifar-resnet20", "--checkpoint", "../shared/data/models/resnet20-cifar10.th",
-                 "--data", "../shared/data/cifar10/test", "--limit", "5000", "--controls", "random-init",
-                 "--robustness-images", "200", "--robustness-draws", "20", "--threads", "1", "--quiet",
-                 "--out", "runs/readme-r20"],
+#: each column's commands, run in order; the last one's --out is the column's run folder
+RUNS: dict[str, list[list[str]]] = {
+    "demo": [["demo", "--out", "runs/readme-demo", "--threads", "1", "--quiet"]],
+    "resnet20": [["run", "--model", "cifar-resnet20", "--checkpoint", "../shared/data/models/resnet20-cifar10.th",
+                  "--data", "../shared/data/cifar10/test", "--limit", "5000", "--controls", "random-init",
+                  "--robustness-images", "200", "--robustness-draws", "20", "--threads", "1", "--quiet",
+                  "--out", "runs/readme-r20"]],
+    # docs/REPRODUCE.md, recipe 3: ResNet-20 trained here for 12 epochs, then its training followed
+    "resnet20, trained 12 epochs here": [
+        ["train", "--model", "cifar-resnet20", "--data", "../shared/data/cifar10/train", "--epochs", "12",
+         "--eval-data", "../shared/data/cifar10/test", "--eval-limit", "1000", "--threads", "1", "--quiet",
+         "--out", "runs/train-r20"],
+        ["dynamics", "--checkpoints", "runs/train-r20/training/checkpoints", "--data", "../shared/data/cifar10/test",
+         "--limit", "5000", "--controls", "random-init", "--robustness-images", "200", "--robustness-draws", "20",
+         "--threads", "1", "--quiet", "--out", "runs/dyn-r20"]],
 }
+#: columns that need ../shared/data, and the ones only --long runs (--reuse reads them when present)
+NEEDS_SHARED = ("resnet20", "resnet20, trained 12 epochs here")
+LONG = ("resnet20, trained 12 epochs here",)
 #: the claims of findings.json, in the paper's order (analyses/findings.py: CLAIMS)
 CLAIMS = ["spectrum", "k_vs_importance", "k_vs_abs_importance", "skip_share_vs_k", "teleport_depth_vs_k",
           "redundancy_vs_k", "robustness_vs_k", "hoyer_vs_k", "purity_vs_k", "support_tail", "a_vs_k",
@@ -50,7 +63,8 @@ def run(name: str) -> float:
     1-minute load average before and after it in :data:`LOADS`."""
     before = os.getloadavg()[0]
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "feature_complexity", *RUNS[name]], cwd=REPO, check=True)
+    for argv in RUNS[name]:
+        subprocess.run([sys.executable, "-m", "feature_complexity", *argv], cwd=REPO, check=True)
     wall = time.perf_counter() - start
     loads = json.loads(LOADS.read_text()) if LOADS.exists() else {}
     loads[name] = [round(before, 2), round(os.getloadavg()[0], 2)]
@@ -58,9 +72,13 @@ def run(name: str) -> float:
     return wall
 
 
+def _outs(name: str) -> list[Path]:
+    """The run folder of each of a column's commands."""
+    return [REPO / argv[argv.index("--out") + 1] for argv in RUNS[name]]
+
+
 def _out(name: str) -> Path:
-    argv = RUNS[name]
-    return REPO / argv[argv.index("--out") + 1]
+    return _outs(name)[-1]
 
 
 def _cell(row: dict[str, Any] | None) -> str:
@@ -78,11 +96,25 @@ def _interval(low: float | None, high: float | None) -> str:
 
 
 def wall_seconds(name: str) -> float | None:
-    """Wall time of a finished run from its manifest: ``started`` to ``finished``, plus the
-    training stage, which runs before the analysis starts its clock (the demo's)."""
+    """Wall time of a finished column from its folders' manifests: ``started`` to ``finished``
+    of each, plus the training stage, which runs before the analysis starts its clock (the
+    demo's)."""
+    total = 0.0
+    for out in _outs(name):
+        seconds = _folder_seconds(out)
+        if seconds is None:
+            return None
+        total += seconds
+    return total
+
+
+def _folder_seconds(out: Path) -> float | None:
     from datetime import datetime
 
-    manifest = json.loads((_out(name) / "manifest.json").read_text())
+    path = out / "manifest.json"
+    if not path.exists():
+        return None
+    manifest = json.loads(path.read_text())
     try:
         start, end = (datetime.fromisoformat(manifest[k]) for k in ("started", "finished"))
     except (KeyError, TypeError, ValueError):
@@ -121,7 +153,7 @@ def table(columns: dict[str, dict[str, str]], walls: dict[str, float]) -> str:
     keys = list(dict.fromkeys(k for n in names for k in columns[n]))
     rows = [f"| {LABELS.get(key, key)} | " + " | ".join(columns[n].get(key, "not computed") for n in names) + " |"
             for key in keys]
-    cmds = "\n".join(f"    feature-complexity {' '.join(RUNS[n])}" for n in names)
+    cmds = "\n".join(f"    feature-complexity {' '.join(argv)}" for n in names for argv in RUNS[n])
     timing = ", ".join(f"{n} {walls[n]:.0f} s" for n in names if n in walls)
     loads = json.loads(LOADS.read_text()) if LOADS.exists() else {}
     # "runs": one reading before the first run and one after the last (an older record's form)
@@ -136,8 +168,10 @@ def table(columns: dict[str, dict[str, str]], walls: dict[str, float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reuse", action="store_true", help="read the existing run folders, run nothing")
+    parser.add_argument("--long", action="store_true", help="also the ResNet-20 training and dynamics (an hour)")
     args = parser.parse_args()
-    names = [n for n in RUNS if n != "resnet20" or SHARED.is_dir()]
+    names = [n for n in RUNS if (n not in NEEDS_SHARED or SHARED.is_dir())
+             and (n not in LONG or args.long or (args.reuse and (_out(n) / "findings.json").exists()))]
     walls = {n: run(n) for n in names} if not args.reuse else \
         {n: w for n in names if (w := wall_seconds(n)) is not None}
     columns = {n: column(n) for n in names}
