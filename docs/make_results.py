@@ -43,7 +43,7 @@ RUNS: dict[str, list[list[str]]] = {
          "--out", "runs/train-r20"],
         ["dynamics", "--checkpoints", "runs/train-r20/training/checkpoints", "--data", "../shared/data/cifar10/test",
          "--limit", "5000", "--controls", "random-init", "--robustness-images", "200", "--robustness-draws", "20",
-         "--threads", "1", "--quiet", "--out", "runs/dyn-r20"]],
+         "--threads", "2", "--quiet", "--out", "runs/dyn-r20"]],
 }
 #: columns that need ../shared/data, and the ones only --long runs (--reuse reads them when present)
 NEEDS_SHARED = ("resnet20", "resnet20, trained 12 epochs here")
@@ -154,7 +154,8 @@ def table(columns: dict[str, dict[str, str]], walls: dict[str, float]) -> str:
     rows = [f"| {LABELS.get(key, key)} | " + " | ".join(columns[n].get(key, "not computed") for n in names) + " |"
             for key in keys]
     cmds = "\n".join(f"    feature-complexity {' '.join(argv)}" for n in names for argv in RUNS[n])
-    timing = ", ".join(f"{n} {walls[n]:.0f} s" for n in names if n in walls)
+    timing = ", ".join(f"{n} {walls[n]:.0f} s" if n in walls else f"{n} not recorded in its folders (the training "
+                       "folder keeps no clock; see docs/REPRODUCE.md)" for n in names)
     loads = json.loads(LOADS.read_text()) if LOADS.exists() else {}
     # "runs": one reading before the first run and one after the last (an older record's form)
     load = ", ".join(f"{n} {loads[n][0]:g} → {loads[n][1]:g}" for n in [*names, "runs"] if n in loads)
