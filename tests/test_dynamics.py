@@ -131,6 +131,15 @@ def test_figures_are_figures_with_the_correlations():
     fig = plot_mean_complexity([0, 0.1, 0.5, 1, 2, 15], [0.3, 0.5, 0.6, 0.6, 0.6, 0.6], [0.5, 0.4, 0.3, 0.3, 0.2, 0.2])
     assert isinstance(fig, Figure) and fig.axes[0].get_xscale() == "symlog"
     assert len(fig.axes[0].lines) == 2
+    # labelled ticks never crowd (1, 2, 5 x 10^j, and the last epoch when far from them), every
+    # checkpoint is a minor tick
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["0", "0.1", "1", "2", "5", "10"]
+    from feature_complexity.analyses.dynamics import _nice_ticks
+
+    assert _nice_ticks(1, 40) == [1, 2, 5, 10, 20, 40] and _nice_ticks(1, 0.5) == [0.5]
+    ticks = {*fig.axes[0].get_xticks(), *fig.axes[0].get_xticks(minor=True)}
+    assert {0.1, 0.5, 1, 2, 15} <= ticks
     fig = plot_temporal_decoding(K ** 2, K)  # monotone: Spearman exactly 1
     assert isinstance(fig, Figure) and "= 1.00" in fig.axes[0].get_title()
     fig = plot_complexity_importance_over_training(K, K, K, -K, signed=True)

@@ -409,9 +409,20 @@ def _time_axis(ax: Any, times: np.ndarray, time_unit: str) -> None:
     if len(positive) and positive.max() / positive.min() > 20:
         # linear below the first checkpoint, wide enough that "0" and the first tick do not touch
         ax.set_xscale("symlog", linthresh=float(positive.min()), linscale=1.5)
-        major = [t for t in (0, *positive) if t == 0 or t >= 1 or t == positive.min()]
+        major = [0.0, float(positive.min()), *_nice_ticks(1.0, float(positive.max()))]
         ax.set_xticks(major, [f"{t:g}" for t in major])
+        ax.set_xticks(positive, minor=True)  # every checkpoint, unlabelled: labels would overlap
     ax.set_xlabel(f"training time ({time_unit}s)")
+
+
+def _nice_ticks(low: float, high: float) -> list[float]:
+    """1, 2, 5 x 10^j between ``low`` and ``high`` (a log axis' labels that never crowd), and
+    ``high`` itself when the last of them is well below it."""
+    ticks = [m * 10.0**j for j in range(int(np.floor(np.log10(low))), int(np.ceil(np.log10(high))) + 1)
+             for m in (1, 2, 5) if low <= m * 10.0**j <= high]
+    if not ticks or high / ticks[-1] > 1.5:
+        ticks.append(high)
+    return ticks
 
 
 def plot_mean_complexity(

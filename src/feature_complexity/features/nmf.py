@@ -457,7 +457,7 @@ def iterate_until_converged(step: Callable[[dict, dict], torch.Tensor], const: d
     ``step(const, state)`` updates ``state`` in place and returns each problem's violation
     ``(B,)``; a problem stops at the first iteration where violation / its first-iteration
     violation ``<= tol`` (scikit-learn's rule), or, with ``relative=False``, where the returned
-    statistic itself is ``<= tol``. Its state is saved then; once a quarter of the
+    statistic itself is ``<= tol``. Its state is saved then; once an eighth of the
     batch has stopped, the stopped problems leave it (every tensor's batch dimension shrinks),
     so the remaining ones cost less. ``on_finish(n)`` is told how many problems just stopped.
 
@@ -491,7 +491,7 @@ def iterate_until_converged(step: Callable[[dict, dict], torch.Tensor], const: d
                 on_finish(int(stopping.sum()))
         if not live.any():
             break
-        if (~live).sum() >= max(1, live.size // 4):
+        if (~live).sum() >= max(1, live.size // 8):
             keep = torch.as_tensor(np.flatnonzero(live), device=_batch_device(state))
             const = {k: v.index_select(0, keep) for k, v in const.items()}
             state = {k: v.index_select(0, keep) for k, v in state.items()}
@@ -564,7 +564,8 @@ def squared_errors(X: torch.Tensor, Ut: torch.Tensor, D: torch.Tensor) -> np.nda
     ``(B, n, d)`` temporary); padding is zero in ``X``, ``Uᵀ`` and ``D`` and adds nothing."""
     import torch
 
-    return np.array([float((X[b] - Ut[b].T @ D[b]).to(torch.float64).square().sum())
+    # the residual in X's precision, its squares summed in float64 (no float64 copy of it)
+    return np.array([float(torch.sub(X[b], Ut[b].T @ D[b]).square_().sum(dtype=torch.float64))
                      for b in range(X.shape[0])])
 
 
