@@ -166,6 +166,36 @@ def table(columns: dict[str, dict[str, str]], walls: dict[str, float]) -> str:
     return f"{START}\n{head}" + "\n".join(rows) + f"\n\n{where}\n\n{cmds}\n{END}"
 
 
+#: where the long column's dynamics figures are written (linked from docs/REPRODUCE.md)
+FIGURES = REPO / "docs" / "figures"
+
+
+def dynamics_figures(name: str) -> list[Path]:
+    """The dynamics figures of a column that followed a training: mean K across training drawn
+    again from its ``checkpoints.parquet`` (with the current tick rule), and K against Γ at the
+    first and last checkpoints as the run drew it."""
+    import shutil
+
+    import pandas as pd
+
+    from feature_complexity.analyses.dynamics import plot_mean_complexity
+
+    out = _out(name)
+    table = out / "dynamics" / "checkpoints.parquet"
+    if not table.exists():
+        return []
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    c = pd.read_parquet(table)
+    config = json.loads((out / "manifest.json").read_text()).get("config", {})
+    by = "|Γ|" if config.get("rank_by", "abs") == "abs" else "Γ"
+    label = f"top {config.get('top_fraction', 0.01):.0%} by {by} (≥ {config.get('min_top', 5)})"
+    fig = plot_mean_complexity(c["time"], c["mean_complexity"], c["top_mean_complexity"], top_label=label)
+    written = [FIGURES / "r20-dynamics-mean-complexity.png", FIGURES / "r20-dynamics-complexity-importance.png"]
+    fig.savefig(written[0], dpi=110)
+    shutil.copyfile(out / "figures" / "dynamics_complexity_importance.png", written[1])
+    return written
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reuse", action="store_true", help="read the existing run folders, run nothing")
@@ -182,6 +212,10 @@ def main() -> None:
     before, rest = text.split(START, 1)
     README.write_text(before + table(columns, walls) + rest.split(END, 1)[1])
     print(table(columns, walls))
+    for name in names:
+        if name in LONG:
+            for path in dynamics_figures(name):
+                print(f"wrote {path.relative_to(REPO)}")
 
 
 if __name__ == "__main__":
