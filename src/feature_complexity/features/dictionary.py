@@ -115,15 +115,7 @@ def fit_dictionary(
     r = int(n_atoms_per_class)
     if r < 1:
         raise ValueError(f"n_atoms_per_class must be >= 1, got {n_atoms_per_class}")
-    if isinstance(learner, DictionaryLearner):
-        impl, name = learner, learner.name
-    else:
-        name = resolve_learner(learner, float(A.min()))
-        impl = get_learner(name)
-        if name == "nmf" and nmf_solver is not None:
-            from .nmf import NMFLearner
-
-            impl = NMFLearner(solver=nmf_solver)
+    impl, name = _learner(learner, A, nmf_solver)
     _check_learner(impl, name, method, A)
     classes = _image_classes(image_class, n)
     if method == "global":
@@ -141,6 +133,20 @@ def fit_dictionary(
                           seed=seed, max_iter=max_iter, device=device, progress=progress)
     _warn_zero_atoms(dictionary)
     return dictionary
+
+
+def _learner(learner: str | DictionaryLearner, A: np.ndarray, nmf_solver: str | None
+             ) -> tuple[DictionaryLearner, str]:
+    """The learner instance and its name: a given instance as it is, else the registered one
+    (``"auto"`` resolved on ``A``), an NMF with ``nmf_solver`` when one is asked for."""
+    if isinstance(learner, DictionaryLearner):
+        return learner, learner.name
+    name = resolve_learner(learner, float(A.min()))
+    if name == "nmf" and nmf_solver is not None:
+        from .nmf import NMFLearner
+
+        return NMFLearner(solver=nmf_solver), name
+    return get_learner(name), name
 
 
 def _check_learner(impl: DictionaryLearner, name: str, method: str, A: np.ndarray) -> None:
