@@ -78,9 +78,9 @@ def _report(name: str, solver: str, n_target: int, n_done: int, seconds: float, 
 def _solver(args: argparse.Namespace, workload: str) -> str:
     """The solver a run would use: ``--solver auto`` is ``--nmf-solver auto`` (accelerated HALS
     for spatial fit samples, scikit-learn's iterates for pooled ones)."""
-    if args.solver != "auto":
-        return args.solver
-    return "hals" if workload == "pooled" else "accelerated"
+    from feature_complexity.config import RunConfig
+
+    return RunConfig(fit_samples=workload, nmf_solver=args.solver).resolved_nmf_solver()
 
 
 def _tol(args: argparse.Namespace, workload: str) -> float:

@@ -178,7 +178,8 @@ def dynamics_figures(name: str) -> list[Path]:
 
     import pandas as pd
 
-    from feature_complexity.analyses.dynamics import plot_mean_complexity
+    from feature_complexity.analyses.dynamics import plot_mean_complexity, top_label
+    from feature_complexity.config import RunConfig
 
     out = _out(name)
     table = out / "dynamics" / "checkpoints.parquet"
@@ -186,10 +187,8 @@ def dynamics_figures(name: str) -> list[Path]:
         return []
     FIGURES.mkdir(parents=True, exist_ok=True)
     c = pd.read_parquet(table)
-    config = json.loads((out / "manifest.json").read_text()).get("config", {})
-    by = "|Γ|" if config.get("rank_by", "abs") == "abs" else "Γ"
-    label = f"top {config.get('top_fraction', 0.01):.0%} by {by} (≥ {config.get('min_top', 5)})"
-    fig = plot_mean_complexity(c["time"], c["mean_complexity"], c["top_mean_complexity"], top_label=label)
+    config = RunConfig(**json.loads((out / "manifest.json").read_text())["config"])
+    fig = plot_mean_complexity(c["time"], c["mean_complexity"], c["top_mean_complexity"], top_label=top_label(config))
     written = [FIGURES / "r20-dynamics-mean-complexity.png", FIGURES / "r20-dynamics-complexity-importance.png"]
     fig.savefig(written[0], dpi=110)
     shutil.copyfile(out / "figures" / "dynamics_complexity_importance.png", written[1])

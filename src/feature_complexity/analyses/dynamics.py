@@ -356,7 +356,7 @@ def _summary_figures(res: DynamicsResult, ctx: Any) -> dict[str, Any]:
 
     c, final = res.checkpoints, ctx[f"checkpoint/{res.checkpoints['checkpoint'].iloc[-1]}"]
     first = ctx[f"checkpoint/{c['checkpoint'].iloc[0]}"]
-    label = _top_label(ctx.config)
+    label = top_label(ctx.config)
     return {
         "dynamics_mean_complexity": FigureSpec(
             plot_mean_complexity(res.times, c["mean_complexity"], c["top_mean_complexity"], time_unit=res.time_unit,
@@ -388,7 +388,8 @@ def _summary_stage(infos: Sequence["CheckpointInfo"], names: list[str], stage_na
                                     "first_decodable": r.features["first_decodable"].to_numpy()})
 
 
-def _top_label(config: Any) -> str:
+def top_label(config: Any) -> str:
+    """The legend of the most important features' curve, e.g. "top 1% by |Γ| (≥ 5)"."""
     by = "|Γ|" if config.rank_by == "abs" else "Γ"
     return f"top {config.top_fraction:.0%} by {by} (≥ {config.min_top})"
 

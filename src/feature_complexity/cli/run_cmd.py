@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from feature_complexity.config import NMF_SOLVERS
+
 from ._common import (
     Formatter,
     add_analysis_arguments,
@@ -44,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="one pooled vector per image, every position of the penultimate map, or CRAFT crops")
     f.add_argument("--fit-memory", type=float, default=4.0,
                    help="GB the gathered fit samples may take (random positions per image are kept below it)")
-    f.add_argument("--nmf-solver", choices=["auto", "hals", "accelerated", "sklearn"], default="auto",
+    f.add_argument("--nmf-solver", choices=NMF_SOLVERS, default="auto",
                    help="hals: scikit-learn's coordinate-descent iterates; accelerated: several sweeps per pass "
                         "over the samples (Gillis & Glineur), for fits of many samples per class; auto: "
                         "accelerated for spatial and crops, hals for pooled")
